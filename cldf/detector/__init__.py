@@ -1,0 +1,11 @@
+"""The detector: timm backbone + peft adapters + growing head (see :class:`Detector`)."""
+
+from .backbone import PretrainedUnavailableError, check_backbone_name, create_backbone
+from .config import AdapterConfig, DetectorConfig
+from .model import Detector
+from .weights import WeightsError, read_state_dict
+
+__all__ = [
+    "AdapterConfig", "Detector", "DetectorConfig", "PretrainedUnavailableError", "WeightsError",
+    "check_backbone_name", "create_backbone", "read_state_dict",
+]

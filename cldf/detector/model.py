@@ -1,0 +1,266 @@
+"""The detector: a timm backbone, peft adapters on its tail, a growing head, ``p_fake``."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import torch
+from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save
+from torch import Tensor, nn
+
+from ..atomic_io import write_bytes_atomic
+from ..device import resolve_device
+from ..scores import p_fake_from_logits
+from .adapters import build_peft_config, tail_norm_modules
+from .backbone import create_backbone
+from .config import DetectorConfig
+from .heads import GrowingLinearHead
+from .preprocess import ImageLike, check_batch, make_preprocess, prepare_batch
+from .split import BackboneSplit
+
+DEFAULT_ADAPTER = "default"
+
+
+class Detector(nn.Module):
+    """Real/fake detector with attribution over a growing set of classes.
+
+    The backbone weights are held once; named peft adapters (e.g. ``slow`` and ``fast``) live on
+    its tuned tail and can be switched. Only adapters and the head are trainable.
+    ``forward`` returns logits and keeps the pooled features of that pass in ``last_features``.
+    """
+
+    def __init__(self, config: Optional[DetectorConfig] = None, adapter_name: str = DEFAULT_ADAPTER) -> None:
+        super().__init__()
+        self.config = config or DetectorConfig()
+        cfg = self.config
+        timm_model, self.weights_source = create_backbone(
+            cfg.backbone, cfg.pretrained, cfg.weights, num_classes=0, **cfg.backbone_kwargs
+        )
+        self.num_features: int = timm_model.num_features
+        self.in_chans: int = timm_model.default_cfg.get("in_chans", 3) if hasattr(timm_model, "default_cfg") else 3
+        self.preprocess = make_preprocess(timm_model, cfg.image_size)
+        self.split = BackboneSplit(timm_model, cfg.adapter.tuned_stages)
+        self._peft_config = build_peft_config(cfg.adapter, timm_model, self.split)
+        self.backbone = get_peft_model(timm_model, self._peft_config, adapter_name=adapter_name)
+        # Modules whose statistics never move: the shared prefix (set non-recursively, so the tail
+        # keeps its mode) and tail normalisation layers that adapters share instead of copying.
+        adapted_norms, shared_norms = tail_norm_modules(timm_model, self.split)
+        fixed_norms = shared_norms if cfg.adapter.adapt_norm else adapted_norms + shared_norms
+        self._fixed_statistics = [timm_model.get_submodule(n) for n in self.split.prefix_module_names()] + [
+            sub for n in fixed_norms for sub in timm_model.get_submodule(n).modules()
+        ]
+        self.head = GrowingLinearHead(self.num_features, cfg.num_classes)
+        self.real_classes: list[int] = list(cfg.real_classes)
+        self._frozen: set[str] = set()
+        self.last_features: Optional[Tensor] = None
+        self._apply_trainability()
+        self.to(resolve_device(cfg.device))
+        self.train(False)
+
+    # ----------------------------------------------------------------- forward passes
+    @property
+    def device(self) -> torch.device:
+        return self.head.linear.weight.device
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of the active adapter; the features of this pass go to ``last_features``."""
+        features = self.features(x)
+        self.last_features = features
+        return self.head(features)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Pooled pre-logit features with the active adapter."""
+        return self.split.tail(self._prefix(x))
+
+    def multi_features(self, x: Tensor, adapters: Sequence[Optional[str]]) -> dict[Optional[str], Tensor]:
+        """Features of several adapters (``None`` = pretrained, no adapter) with one prefix pass.
+
+        Frozen adapters and the pretrained path run without gradient and with frozen
+        normalisation statistics, so they never change.
+        """
+        h = self._prefix(x)
+        out: dict[Optional[str], Tensor] = {}
+        for name in adapters:
+            frozen = name is None or name in self._frozen
+            with self.using_adapter(name), self._frozen_mode(frozen):
+                out[name] = self.split.tail(h)
+        return out
+
+    def _prefix(self, x: Tensor) -> Tensor:
+        check_batch(x, self.in_chans)
+        with torch.no_grad():
+            return self.split.prefix(x.to(self.device))
+
+    @contextmanager
+    def _frozen_mode(self, frozen: bool) -> Iterator[None]:
+        if not frozen:
+            yield
+            return
+        was_training = self.training
+        self.train(False)
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
+    def p_fake(self, logits: Tensor) -> Tensor:
+        """Detection score: 1 - total probability of the real classes."""
+        return p_fake_from_logits(logits, self.real_classes)
+
+    def prepare(self, images: Sequence[ImageLike]) -> Tensor:
+        """PIL images or uint8 arrays -> a normalised batch on the detector's device."""
+        return prepare_batch(images, self.preprocess).to(self.device)
+
+    @torch.no_grad()
+    def score(self, images: Sequence[ImageLike]) -> tuple[Tensor, Tensor]:
+        """``p_fake`` and the attributed class of each image (eval mode)."""
+        was_training = self.training
+        self.train(False)
+        logits = self(self.prepare(images))
+        self.train(was_training)
+        return self.p_fake(logits), logits.argmax(dim=1)
+
+    def train(self, mode: bool = True) -> "Detector":
+        """Set train/eval mode; the shared frozen prefix always stays in eval mode."""
+        super().train(mode)
+        for module in self._fixed_statistics:
+            module.training = False
+        return self
+
+    # ----------------------------------------------------------------- classes
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def grow_classes(self, num_classes: int) -> None:
+        """Have at least ``num_classes`` head outputs, keeping the learned rows."""
+        self.head.grow(num_classes)
+
+    # ----------------------------------------------------------------- adapters
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.backbone.peft_config)
+
+    @property
+    def active_adapter(self) -> str:
+        return self.backbone.active_adapter
+
+    def add_adapter(self, name: str, copy_from: Optional[str] = None) -> None:
+        """Add an adapter (fresh, or a copy of ``copy_from``); the active adapter is unchanged."""
+        if name in self.adapter_names:
+            raise ValueError(f"adapter {name!r} already exists; adapters: {', '.join(self.adapter_names)}")
+        if copy_from is not None:
+            self._check_adapter(copy_from)
+        active = self.active_adapter
+        self.backbone.add_adapter(name, self._peft_config)
+        if copy_from is not None:
+            self.load_adapter_state(name, self.adapter_state(copy_from))
+        self.backbone.to(self.device)
+        self.set_adapter(active)
+
+    def delete_adapter(self, name: str) -> None:
+        """Remove an adapter that is not active."""
+        self._check_adapter(name)
+        if name == self.active_adapter:
+            raise ValueError(f"cannot delete the active adapter {name!r}; switch first")
+        self.backbone.delete_adapter(name)
+        self._frozen.discard(name)
+        self._apply_trainability()
+
+    def set_adapter(self, name: str) -> None:
+        """Make ``name`` the adapter used by ``forward``/``features``."""
+        self._check_adapter(name)
+        self.backbone.set_adapter(name)
+        self._apply_trainability()
+
+    def freeze_adapter(self, name: str) -> None:
+        """Freeze an adapter for good: no gradient, and frozen statistics in ``multi_features``."""
+        self._check_adapter(name)
+        self._frozen.add(name)
+        self._apply_trainability()
+
+    @property
+    def frozen_adapters(self) -> set[str]:
+        return set(self._frozen)
+
+    @contextmanager
+    def using_adapter(self, name: Optional[str]) -> Iterator[None]:
+        """Temporarily activate ``name``; ``None`` disables adapters (pretrained backbone)."""
+        if name is None:
+            with self.backbone.disable_adapter():
+                yield
+            self._apply_trainability()
+            return
+        active = self.active_adapter
+        if name == active:
+            yield
+            return
+        self.set_adapter(name)
+        try:
+            yield
+        finally:
+            self.set_adapter(active)
+
+    def adapter_state(self, name: str) -> dict[str, Tensor]:
+        """The tensors of one adapter (weights and its normalisation statistics), keys without its name."""
+        self._check_adapter(name)
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.backbone, adapter_name=name).items()}
+
+    def load_adapter_state(self, name: str, state: dict[str, Tensor]) -> None:
+        """Load tensors from :meth:`adapter_state` into adapter ``name``."""
+        self._check_adapter(name)
+        result = set_peft_model_state_dict(self.backbone, state, adapter_name=name)
+        bad = [k for k in result.unexpected_keys]
+        if bad:
+            raise ValueError(f"adapter state for {name!r} has keys this detector lacks: {', '.join(bad[:8])}")
+
+    def save_adapter(self, name: str, path: str | Path) -> None:
+        """Write one adapter alone (no backbone) to a safetensors file, atomically."""
+        state = {k: v.contiguous().cpu() for k, v in self.adapter_state(name).items()}
+        meta = {"backbone": self.config.backbone, "adapter": json.dumps(self._adapter_meta())}
+        write_bytes_atomic(Path(path), save(state, metadata=meta))
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load an adapter written by :meth:`save_adapter` (created if absent)."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        expected = {"backbone": self.config.backbone, "adapter": self._adapter_meta()}
+        found = {"backbone": meta.get("backbone"), "adapter": json.loads(meta.get("adapter", "null"))}
+        if found != expected:
+            raise ValueError(f"adapter file {path} was made for {found}, this detector is {expected}")
+        if name not in self.adapter_names:
+            self.add_adapter(name)
+        self.load_adapter_state(name, load_file(str(path), device=str(self.device)))
+
+    def _adapter_meta(self) -> dict:
+        a = self.config.adapter
+        return {"tuner": a.tuner, "r": a.r, "alpha": a.alpha, "tuned_stages": a.tuned_stages, "adapt_norm": a.adapt_norm}
+
+    def _check_adapter(self, name: str) -> None:
+        if name not in self.adapter_names:
+            raise KeyError(f"no adapter {name!r}; adapters: {', '.join(self.adapter_names)}")
+
+    def _apply_trainability(self) -> None:
+        """Only the active, unfrozen adapter and the head are trainable."""
+        active = self.active_adapter
+        trainable = active not in self._frozen
+        for pname, p in self.backbone.named_parameters():
+            p.requires_grad = trainable and _belongs_to(pname, active)
+        for p in self.head.parameters():
+            p.requires_grad = True
+
+    def trainable_parameter_count(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        total = sum(p.numel() for p in self.parameters())
+        return sum(p.numel() for p in self.parameters() if p.requires_grad), total
+
+
+def _belongs_to(param_name: str, adapter: str) -> bool:
+    return f".{adapter}." in param_name or param_name.endswith(f".{adapter}")

@@ -1,0 +1,102 @@
+"""Split a timm backbone into a frozen prefix (run once) and a tuned tail (one per adapter).
+
+Adapters only live in the tail, so several adapters (slow, fast, none) share one pass through
+the prefix: the merged slow/fast prediction costs one prefix plus one tail per adapter.
+Families are described as data (``STAGE_LAYOUTS``); other timm models fall back to "the whole
+network is the tail".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from timm.models.convnext import ConvNeXt
+from timm.models.efficientnet import EfficientNet
+from timm.models.resnet import ResNet
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    """How a family runs: ops before the stages, the stage modules, ops after them."""
+
+    before: Callable[[nn.Module, Tensor], Tensor]
+    stages: Callable[[nn.Module], list[str]]
+    after: Callable[[nn.Module, Tensor], Tensor]
+    after_modules: tuple[str, ...]
+
+
+def _vit_before(m: nn.Module, x: Tensor) -> Tensor:
+    return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+
+
+STAGE_LAYOUTS: dict[type, StageLayout] = {
+    EfficientNet: StageLayout(
+        before=lambda m, x: m.bn1(m.conv_stem(x)),
+        stages=lambda m: [f"blocks.{i}" for i in range(len(m.blocks))],
+        after=lambda m, x: m.forward_head(m.bn2(m.conv_head(x)), pre_logits=True),
+        after_modules=("conv_head", "bn2"),
+    ),
+    VisionTransformer: StageLayout(
+        before=_vit_before,
+        stages=lambda m: [f"blocks.{i}" for i in range(len(m.blocks))],
+        after=lambda m, x: m.forward_head(m.norm(x), pre_logits=True),
+        after_modules=("norm", "fc_norm"),
+    ),
+    ResNet: StageLayout(
+        before=lambda m, x: m.maxpool(m.act1(m.bn1(m.conv1(x)))),
+        stages=lambda m: ["layer1", "layer2", "layer3", "layer4"],
+        after=lambda m, x: m.forward_head(x, pre_logits=True),
+        after_modules=(),
+    ),
+    ConvNeXt: StageLayout(
+        before=lambda m, x: m.stem(x),
+        stages=lambda m: [f"stages.{i}" for i in range(len(m.stages))],
+        after=lambda m, x: m.forward_head(m.norm_pre(x), pre_logits=True),
+        after_modules=("norm_pre", "head"),
+    ),
+}
+
+
+class BackboneSplit:
+    """The frozen prefix and the tuned tail of one timm model (``tuned_stages`` last stages)."""
+
+    def __init__(self, model: nn.Module, tuned_stages: int) -> None:
+        self.model = model
+        self.layout = next((lay for cls, lay in STAGE_LAYOUTS.items() if isinstance(model, cls)), None)
+        if self.layout is None:
+            self.prefix_stages: list[str] = []
+            self.tail_stages: list[str] = []
+            self.tail_names: tuple[str, ...] = ("",)
+            return
+        stages = self.layout.stages(model)
+        cut = max(len(stages) - tuned_stages, 0)
+        self.prefix_stages, self.tail_stages = stages[:cut], stages[cut:]
+        self.tail_names = tuple(self.tail_stages) + self.layout.after_modules
+
+    def in_tail(self, module_name: str) -> bool:
+        """Whether a module (by its name in the timm model) belongs to the tuned tail."""
+        return any(module_name == t or module_name.startswith(t + ".") or t == "" for t in self.tail_names)
+
+    def prefix_module_names(self) -> list[str]:
+        """Names of every module of the shared prefix (containers included)."""
+        return [name for name, _ in self.model.named_modules() if name and not self.in_tail(name)]
+
+    def prefix(self, x: Tensor) -> Tensor:
+        """Run the frozen prefix (identity for families without a layout)."""
+        if self.layout is None:
+            return x
+        x = self.layout.before(self.model, x)
+        for name in self.prefix_stages:
+            x = self.model.get_submodule(name)(x)
+        return x
+
+    def tail(self, h: Tensor) -> Tensor:
+        """Run the tuned tail from the prefix output to pooled pre-logit features."""
+        if self.layout is None:
+            return self.model.forward_head(self.model.forward_features(h), pre_logits=True)
+        for name in self.tail_stages:
+            h = self.model.get_submodule(name)(h)
+        return self.layout.after(self.model, h)

