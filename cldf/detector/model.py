@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +61,14 @@ class Detector(nn.Module):
         self._apply_trainability()
         self.to(resolve_device(cfg.device))
         self.train(False)
+
+    def __deepcopy__(self, memo: dict) -> "Detector":
+        """Copies (e.g. LwF's previous model) drop ``last_features``, a non-leaf tensor."""
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        state = {**self.__dict__, "last_features": None}
+        clone.__dict__.update(copy.deepcopy(state, memo))
+        return clone
 
     # ----------------------------------------------------------------- forward passes
     @property

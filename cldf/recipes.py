@@ -1,0 +1,162 @@
+"""Strategy recipes: YAML files under ``strategies/`` -> a validated :class:`Recipe`.
+
+Every recipe shares the detector, input size, epochs and optimiser defaults below; a recipe only
+states its strategy and the settings of its method(s). Reference points that store past images
+(``replay``, ``joint``) are flagged ``stores_exemplars``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .config_io import ConfigError, apply_overrides, from_mapping
+from .detector import DetectorConfig
+from .methods.ema_balance import EMABalanceConfig
+from .methods.napa_vq import NAPAVQConfig
+from .methods.slow_fast import SlowFastConfig
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "strategies"
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass
+class TrainingConfig:
+    """Optimiser and loop settings shared by every recipe."""
+
+    epochs: int = 2
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"training.optimizer={self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"training.{key}={getattr(self, key)!r} must be a positive integer")
+        if not float(self.lr) > 0:
+            raise ValueError(f"training.lr={self.lr!r} must be > 0")
+
+
+@dataclass
+class LwFConfig:
+    """Avalanche's Learning without Forgetting plug-in."""
+
+    alpha: float = 1.0
+    temperature: float = 2.0
+
+
+@dataclass
+class EWCConfig:
+    """Avalanche's Elastic Weight Consolidation plug-in."""
+
+    ewc_lambda: float = 100.0
+
+
+@dataclass
+class ReplayConfig:
+    """Avalanche's replay plug-in: a fixed memory of past images (breaks the no-exemplar rule)."""
+
+    mem_size: int = 200
+
+
+METHOD_SECTIONS: dict[str, type] = {
+    "slow_fast": SlowFastConfig,
+    "napa_vq": NAPAVQConfig,
+    "ema_balance": EMABalanceConfig,
+    "lwf": LwFConfig,
+    "ewc": EWCConfig,
+    "replay": ReplayConfig,
+}
+
+
+@dataclass(frozen=True)
+class StrategyKind:
+    """What a strategy name means: which method sections it uses, whether it stores images."""
+
+    sections: tuple[str, ...]
+    stores_exemplars: bool = False
+
+
+STRATEGIES: dict[str, StrategyKind] = {
+    "naive": StrategyKind(()),
+    "lwf": StrategyKind(("lwf",)),
+    "ewc": StrategyKind(("ewc",)),
+    "safe": StrategyKind(("slow_fast",)),
+    "napa_vq": StrategyKind(("napa_vq",)),
+    "ema": StrategyKind(("ema_balance",)),
+    "cldf": StrategyKind(("slow_fast", "napa_vq", "ema_balance")),
+    "replay": StrategyKind(("replay",), stores_exemplars=True),
+    "joint": StrategyKind((), stores_exemplars=True),
+}
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: strategy name, shared detector/training settings, method settings."""
+
+    strategy: str
+    description: str = ""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    methods: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stores_exemplars(self) -> bool:
+        return STRATEGIES[self.strategy].stores_exemplars
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes shipped under ``strategies/``."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe file from a shipped name (``naive``) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise ConfigError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(available_recipes())} (or a path to a .yaml file)")
+    return shipped
+
+
+def load_recipe(name_or_path: str, overrides: Optional[list[str]] = None) -> Recipe:
+    """Read a recipe with ``yaml.safe_load``, apply ``--set`` overrides, validate every key."""
+    path = recipe_path(name_or_path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return parse_recipe(apply_overrides(raw, overrides or []), str(path))
+
+
+def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a recipe mapping; errors name the file, the key and the valid values."""
+    raw = dict(raw)
+    strategy = raw.pop("strategy", None)
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"{source}: strategy={strategy!r}; valid: {', '.join(STRATEGIES)}")
+    kind = STRATEGIES[strategy]
+    allowed = {"description", "detector", "training", *kind.sections}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} for strategy {strategy!r}; allowed: {', '.join(sorted(allowed))}")
+    methods = {s: from_mapping(METHOD_SECTIONS[s], raw.get(s), f"{source}: {s}") for s in kind.sections}
+    return Recipe(
+        strategy=strategy,
+        description=str(raw.get("description", "")),
+        detector=from_mapping(DetectorConfig, raw.get("detector"), f"{source}: detector"),
+        training=from_mapping(TrainingConfig, raw.get("training"), f"{source}: training"),
+        methods=methods,
+    )

@@ -1,0 +1,83 @@
+"""Recipe -> Avalanche strategy: one registry from strategy names to builders.
+
+Every builder gets the same detector, optimiser settings and evaluator; the methods differ only
+in the plug-ins (or the template, for the slow/fast learners) they add.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.training import Cumulative, Naive
+from avalanche.training.plugins import EvaluationPlugin, EWCPlugin, LwFPlugin, ReplayPlugin
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+
+from .avalanche.ema_balance_plugin import EMABalancePlugin
+from .avalanche.napa_vq_plugin import NAPAVQPlugin, default_previous
+from .detector import Detector
+from .recipes import Recipe, TrainingConfig
+
+
+def make_optimizer(training: TrainingConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The shared optimiser over the model's trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if training.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay)
+    return torch.optim.AdamW(params, lr=training.lr, weight_decay=training.weight_decay)
+
+
+def method_plugins(recipe: Recipe, detector: Detector) -> list[SupervisedPlugin]:
+    """The plug-ins a recipe's method sections ask for, in a fixed order."""
+    m = recipe.methods
+    plugins: list[SupervisedPlugin] = []
+    if "lwf" in m:
+        plugins.append(LwFPlugin(alpha=m["lwf"].alpha, temperature=m["lwf"].temperature))
+    if "ewc" in m:
+        plugins.append(EWCPlugin(ewc_lambda=m["ewc"].ewc_lambda))
+    if "replay" in m:
+        plugins.append(ReplayPlugin(mem_size=m["replay"].mem_size))
+    if "napa_vq" in m:
+        plugins.append(NAPAVQPlugin(
+            m["napa_vq"], detector.num_features, previous=default_previous(detector), device=detector.device,
+        ))
+    if "ema_balance" in m:
+        plugins.append(EMABalancePlugin(m["ema_balance"]))
+    return plugins
+
+
+def build_strategy(
+    recipe: Recipe,
+    detector: Detector,
+    evaluator: EvaluationPlugin,
+    plugins: Sequence[SupervisedPlugin] = (),
+) -> SupervisedTemplate:
+    """An Avalanche strategy for ``recipe`` on ``detector``, with extra ``plugins`` (progress, ...)."""
+    t = recipe.training
+    common: dict[str, Any] = dict(
+        train_mb_size=t.batch_size, train_epochs=t.epochs, eval_mb_size=t.eval_batch_size,
+        device=detector.device, evaluator=evaluator,
+    )
+    builder = BUILDERS[recipe.strategy]
+    return builder(recipe, detector, method_plugins(recipe, detector) + list(plugins), common)
+
+
+def _naive(recipe: Recipe, detector: Detector, plugins: list, common: dict) -> SupervisedTemplate:
+    return Naive(model=detector, optimizer=make_optimizer(recipe.training, detector),
+                 criterion=nn.CrossEntropyLoss(), plugins=plugins, **common)
+
+
+def _joint(recipe: Recipe, detector: Detector, plugins: list, common: dict) -> SupervisedTemplate:
+    """Cumulative training: after experience i the model has trained on all data of 1..i,
+    so the last row of R is the joint-training upper bound."""
+    return Cumulative(model=detector, optimizer=make_optimizer(recipe.training, detector),
+                      criterion=nn.CrossEntropyLoss(), plugins=plugins, **common)
+
+
+Builder = Callable[[Recipe, Detector, list, dict], SupervisedTemplate]
+BUILDERS: dict[str, Builder] = {
+    "naive": _naive, "lwf": _naive, "ewc": _naive, "replay": _naive,
+    "napa_vq": _naive, "ema": _naive, "joint": _joint,
+}

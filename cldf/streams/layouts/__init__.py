@@ -1,0 +1,13 @@
+"""Data layouts: each turns a stream description into per-experience split data."""
+
+from cldf.streams.layouts.base import SPLITS, Layout, SplitData
+from cldf.streams.layouts.cddb import CDDB
+from cldf.streams.layouts.csv_manifest import CSV
+from cldf.streams.layouts.deepfakebench import DEEPFAKEBENCH
+from cldf.streams.layouts.embedded import EMBEDDED
+from cldf.streams.layouts.folders import FOLDERS
+
+LAYOUTS: dict[str, Layout] = {layout.name: layout
+                              for layout in (CDDB, FOLDERS, DEEPFAKEBENCH, CSV, EMBEDDED)}
+
+__all__ = ["LAYOUTS", "SPLITS", "Layout", "SplitData"]
