@@ -12,16 +12,8 @@ from avalanche.training import Cumulative
 from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin
 from torch import Tensor
 
-from .detector import Detector
+from .detector import learned_state_dict
 from .report.results import state_bytes
-
-
-def detector_state(detector: Detector) -> dict[str, Any]:
-    """Every adapter's tensors and the head: the detector's learned state."""
-    return {
-        "adapters": {name: detector.adapter_state(name) for name in detector.adapter_names},
-        "head": detector.head.state_dict(),
-    }
 
 
 def _sample_bytes(dataset: Any) -> int:
@@ -31,17 +23,14 @@ def _sample_bytes(dataset: Any) -> int:
 
 def kept_state_bytes(strategy: Any) -> int:
     """Bytes of the state ``strategy`` keeps between experiences (the backbone excluded)."""
-    model = strategy.model
-    total = state_bytes(detector_state(model)) if isinstance(model, Detector) else 0
-    if hasattr(strategy, "kept_state"):
-        total += state_bytes(strategy.kept_state())
+    total = state_bytes(learned_state_dict(strategy.model))
     if isinstance(strategy, Cumulative) and strategy.dataset is not None and len(strategy.dataset):
         total += len(strategy.dataset) * _sample_bytes(strategy.dataset)
     for plugin in strategy.plugins:
         if isinstance(plugin, EWCPlugin):
             total += state_bytes([p.data for d in (*plugin.saved_params.values(), *plugin.importances.values()) for p in d.values()])
         elif isinstance(plugin, LwFPlugin) and plugin.lwf.prev_model is not None:
-            total += state_bytes(detector_state(plugin.lwf.prev_model))
+            total += state_bytes(learned_state_dict(plugin.lwf.prev_model))
         elif isinstance(plugin, ReplayPlugin) and len(plugin.storage_policy.buffer):
             buffer = plugin.storage_policy.buffer
             total += len(buffer) * _sample_bytes(buffer)

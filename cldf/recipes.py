@@ -7,7 +7,7 @@ states its strategy and the settings of its method(s). Reference points that sto
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -112,6 +112,14 @@ class Recipe:
     @property
     def stores_exemplars(self) -> bool:
         return STRATEGIES[self.strategy].stores_exemplars
+
+    def to_raw(self) -> dict[str, Any]:
+        """The fully resolved recipe as a plain mapping that :func:`parse_recipe` reads back."""
+        return {
+            "strategy": self.strategy, "description": self.description,
+            "detector": asdict(self.detector), "training": asdict(self.training),
+            **{name: asdict(cfg) for name, cfg in self.methods.items()},
+        }
 
 
 def available_recipes() -> list[str]:

@@ -5,23 +5,25 @@ from __future__ import annotations
 import random
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from avalanche.training.plugins import EvaluationPlugin
 
 from .atomic_io import write_json_atomic
 from .cost import kept_state_bytes
-from .detector import Detector
+from .checkpoint import checkpoint_dir, save_checkpoint
+from .detector import Detector, learned_state_dict
 from .metrics.avalanche_metrics import DetectionPluginMetric
 from .progress import EpochProgressPlugin
 from .recipes import Recipe
 from .report.report import write_report
 from .report.results import build_results, peak_rss_mb
 from .strategies import build_strategy
+from .streams import Stream, to_benchmark
 
 
 def seed_everything(seed: int) -> None:
@@ -29,6 +31,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def checkpoint_tensors(strategy: Any) -> dict[str, torch.Tensor]:
+    """The learned model state (no frozen backbone) and every stateful plug-in's tensors."""
+    tensors = {f"model.{k}": v for k, v in learned_state_dict(strategy.model).items()}
+    for plugin in strategy.plugins:
+        if hasattr(plugin, "state_dict"):
+            tensors.update({f"plugin.{type(plugin).__name__}.{k}": v for k, v in plugin.state_dict().items()})
+    return tensors
 
 
 def summary_line(i: int, names: list[str], auc_row: np.ndarray, seconds: float) -> str:
@@ -41,24 +52,24 @@ def summary_line(i: int, names: list[str], auc_row: np.ndarray, seconds: float) 
 
 def run(
     recipe: Recipe,
-    benchmark: Any,
+    stream: Stream,
     *,
     seed: int = 0,
     out_dir: Optional[Path] = None,
-    stream_name: str = "stream",
     recipe_name: Optional[str] = None,
     progress: bool = True,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] = tqdm.write,
 ) -> dict[str, Any]:
-    """Train ``recipe`` through ``benchmark`` (a :class:`cldf.streams.StreamBenchmark`).
+    """Train ``recipe`` through ``stream`` (a loaded :class:`cldf.streams.Stream`).
 
     After each training experience the whole test stream is evaluated, filling the R matrices
     (unseen generators included). Returns the ``results.json`` dictionary; with ``out_dir`` it
     also writes ``results.json``, ``report.md`` and the plots there.
     """
     seed_everything(seed)
-    names = list(benchmark.experience_names)
     detector = Detector(recipe.detector)
+    benchmark = to_benchmark(stream, detector.preprocess)
+    names = list(benchmark.experience_names)
     metric = DetectionPluginMetric(real_classes=benchmark.real_classes, stream_name="test")
     with warnings.catch_warnings():  # cldf reports through results.json, not Avalanche loggers
         warnings.filterwarnings("ignore", message="No loggers specified")
@@ -74,9 +85,18 @@ def run(
         trainable = max(trainable, sum(p.numel() for p in strategy.model.parameters() if p.requires_grad))
         strategy.eval(benchmark.test_stream, num_workers=recipe.training.num_workers)
         echo(summary_line(i, names, metric.matrix("auc", len(names))[i], seconds))
+        if out_dir is not None:
+            manifest = {
+                "recipe": recipe.to_raw(), "recipe_name": recipe_name or recipe.strategy, "seed": seed,
+                "stream": stream.spec.name, "experience_names": names, "completed_experiences": i + 1,
+                "class_names": list(stream.class_map.names), "real_classes": list(benchmark.real_classes),
+                "adapters": detector.adapter_names, "frozen_adapters": sorted(detector.frozen_adapters),
+                "active_adapter": detector.active_adapter,
+            }
+            save_checkpoint(checkpoint_dir(Path(out_dir), i), checkpoint_tensors(strategy), manifest)
     results = build_results(
         strategy=recipe_name or recipe.strategy,
-        stream_name=stream_name,
+        stream_name=stream.spec.name,
         experiences=names,
         matrices=metric.matrices(len(names)),
         cost={
@@ -85,10 +105,13 @@ def run(
             "state_bytes": kept_state_bytes(strategy),
             "peak_rss_mb": peak_rss_mb(),
         },
-        config={"recipe": asdict(recipe), "stores_exemplars": recipe.stores_exemplars},
+        config={"recipe": recipe.to_raw(), "stores_exemplars": recipe.stores_exemplars},
         seed=seed,
     )
     results["weights_source"] = detector.weights_source
+    results["method_stats"] = {
+        type(p).__name__: p.alpha_stats() for p in strategy.plugins if hasattr(p, "alpha_stats")
+    }
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_json_atomic(out_dir / "results.json", results)

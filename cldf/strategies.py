@@ -17,7 +17,9 @@ from torch import nn
 
 from .avalanche.ema_balance_plugin import EMABalancePlugin
 from .avalanche.napa_vq_plugin import NAPAVQPlugin, default_previous
+from .avalanche.slow_fast_strategy import SlowFastStrategy
 from .detector import Detector
+from .methods.slow_fast import SlowFastLearners
 from .recipes import Recipe, TrainingConfig
 
 
@@ -48,6 +50,13 @@ def method_plugins(recipe: Recipe, detector: Detector) -> list[SupervisedPlugin]
     return plugins
 
 
+def model_for(recipe: Recipe, detector: Detector) -> nn.Module:
+    """The module a recipe trains: the detector, or the slow/fast learners on top of it."""
+    if "slow_fast" in recipe.methods:
+        return SlowFastLearners(detector, recipe.methods["slow_fast"])
+    return detector
+
+
 def build_strategy(
     recipe: Recipe,
     detector: Detector,
@@ -76,8 +85,14 @@ def _joint(recipe: Recipe, detector: Detector, plugins: list, common: dict) -> S
                       criterion=nn.CrossEntropyLoss(), plugins=plugins, **common)
 
 
+def _slow_fast(recipe: Recipe, detector: Detector, plugins: list, common: dict) -> SupervisedTemplate:
+    t = recipe.training
+    return SlowFastStrategy(model=model_for(recipe, detector), config=recipe.methods["slow_fast"],
+                            lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, plugins=plugins, **common)
+
+
 Builder = Callable[[Recipe, Detector, list, dict], SupervisedTemplate]
 BUILDERS: dict[str, Builder] = {
     "naive": _naive, "lwf": _naive, "ewc": _naive, "replay": _naive,
-    "napa_vq": _naive, "ema": _naive, "joint": _joint,
+    "napa_vq": _naive, "ema": _naive, "joint": _joint, "safe": _slow_fast, "cldf": _slow_fast,
 }

@@ -1,0 +1,153 @@
+"""Cost of the EMA balance weighting: time per training step with and without it, extra memory.
+
+One run, one detector, interleaved repetitions (the order alternates between repetitions):
+plain fine-tuning steps vs. fine-tuning steps followed by ``EMABalance.step()``. Reports the
+median of the per-repetition time ratios, the median time of ``EMABalance.step()`` alone, and
+the bytes of the two extra float32 copies.
+
+    PYTHONPATH=. python benchmarks/ema_overhead.py --threads 1 --out benchmarks/results/ema_overhead.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from cldf.detector import AdapterConfig, Detector, DetectorConfig
+from cldf.methods.ema_balance import EMABalance, select_parameters
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rank", type=int, default=16, help="LoRA rank of the adapter")
+    parser.add_argument("--reps", type=int, default=40, help="interleaved repetitions")
+    parser.add_argument("--steps", type=int, default=1, help="training steps per repetition and variant")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, help="write the markdown report here (default: print only)")
+    return parser.parse_args(argv)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], None], n: int, device: torch.device) -> float:
+    """Seconds per call of ``fn`` over ``n`` calls."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / n
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> str:
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    det = Detector(DetectorConfig(backbone=args.backbone, pretrained=False, image_size=args.image_size,
+                                  adapter=AdapterConfig(r=args.rank), device=args.device, num_classes=2))
+    det.train(True)
+    device = det.device
+    trainable = select_parameters(det)
+    optimizer = torch.optim.AdamW([p for _, p in trainable], lr=1e-4)
+    x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
+    y = torch.randint(0, 2, (args.batch,), device=device)
+    ema = EMABalance(trainable)
+    ema.start_experience()
+
+    def plain_step() -> None:
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(det(x), y).backward()
+        optimizer.step()
+
+    def ema_step() -> None:
+        plain_step()
+        ema.step()
+
+    for _ in range(2):  # warm-up of both variants
+        plain_step()
+        ema_step()
+    plain_times, ema_times, ratios, ema_only = [], [], [], []
+    for rep in range(args.reps):
+        order = (plain_step, ema_step) if rep % 2 == 0 else (ema_step, plain_step)
+        times = {fn: _timed(fn, args.steps, device) for fn in order}
+        plain_times.append(times[plain_step])
+        ema_times.append(times[ema_step])
+        ratios.append(times[ema_step] / times[plain_step])
+        ema_only.append(_timed(ema.step, 10, device))
+
+    n_params = sum(p.numel() for _, p in trainable)
+    param_bytes = sum(p.numel() * p.element_size() for _, p in trainable)
+    extra = ema.extra_memory_bytes()
+    groups = ", ".join(f"{g}: {s['tensors']}" for g, s in ema.alpha_stats().items())
+    median_plain = statistics.median(plain_times)
+    lines = [
+        "# EMA balance weighting: cost per training step",
+        "",
+        "```",
+        " ".join(["PYTHONPATH=. python benchmarks/ema_overhead.py", *argv]),
+        "```",
+        "",
+        f"- device: {device} ({_device_name(device)}, {os.cpu_count()} CPUs), torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, python {platform.python_version()}",
+        f"- machine load average (1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f}",
+        f"- model: Detector({args.backbone}, pretrained=False, LoRA r={args.rank}, adapt_norm), "
+        f"{args.image_size} px, batch {args.batch}, AdamW",
+        f"- tracked tensors: {len(trainable)} ({groups}); trainable parameters: {n_params:,} "
+        f"({param_bytes:,} bytes)",
+        f"- protocol: {args.reps} interleaved repetitions x {args.steps} steps per variant, "
+        "order alternating; 2 warm-up steps each",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| median time per step, plain fine-tuning | {median_plain * 1e3:.1f} ms |",
+        f"| median time per step, fine-tuning + EMA | {statistics.median(ema_times) * 1e3:.1f} ms |",
+        f"| **median per-repetition ratio (EMA / plain)** | **{statistics.median(ratios):.3f}x** |",
+        f"| ratio range over repetitions | {min(ratios):.3f} - {max(ratios):.3f} |",
+        "| median time of `EMABalance.step()` alone (10 calls per repetition) | "
+        f"{statistics.median(ema_only) * 1e3:.2f} ms "
+        f"({statistics.median(ema_only) / median_plain:.2%} of a plain step) |",
+        f"| extra memory (float32 shadow + previous gradient) | {extra:,} bytes "
+        f"({extra / 2**20:.2f} MiB; 2 x 4 bytes x {n_params:,}) |",
+        "",
+        "Target: ratio <= 1.05x. The ratio compares whole training steps and so carries the",
+        "timing noise of the machine (see the ratio range and the load average); the time of",
+        "`EMABalance.step()` alone, relative to a plain step, is the direct measure of the overhead.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parse_args(argv)
+    report = run(args, argv)
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Thin Avalanche plug-ins around the plain-PyTorch method cores in :mod:`cldf.methods`."""

@@ -1,0 +1,145 @@
+"""Avalanche plug-in that adds NAPA-VQ's terms to any supervised strategy's loss.
+
+Works with ``avalanche.training.Naive`` (features from ``strategy.model.last_features``) and with
+the slow/fast strategy (pass ``feature_source`` returning the fast learner's features and
+``previous=DetectorAdapterSnapshot(det, adapter="fast")``).
+
+Cost note: at the end of each experience the plug-in makes one extra no-grad pass over that
+experience's training data, with its eval transforms and the model in eval mode, to compute the
+prototypes of the classes new in it (per-class sums and counts only; nothing per image is kept).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from avalanche.core import SupervisedPlugin
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from cldf.detector import Detector
+from cldf.methods.napa_vq import (
+    DetectorAdapterSnapshot, FeatureSums, FrozenModelCopy, NAPAVQ, NAPAVQConfig, PreviousFeatures,
+    read_last_features,
+)
+
+MISSING_CLASS_LOGIT = -1e4
+"""Logit given, under nearest-CV prediction, to head outputs that have no code vector yet."""
+
+
+def model_last_features(strategy: Any) -> Tensor:
+    """Default feature source: ``strategy.model.last_features`` from the latest forward."""
+    return read_last_features(strategy.model)
+
+
+def default_previous(model: nn.Module, adapter: Optional[str] = None) -> PreviousFeatures:
+    """A detector keeps only its previous adapter; any other model a frozen deep copy."""
+    if isinstance(model, Detector):
+        return DetectorAdapterSnapshot(model, adapter=adapter)
+    return FrozenModelCopy(model)
+
+
+def experience_classes(experience: Any) -> list[int]:
+    """Class ids in an experience (``classes_in_this_experience``, else its dataset's targets)."""
+    classes = getattr(experience, "classes_in_this_experience", None)
+    if classes is None:
+        classes = experience.dataset.targets.uniques
+    return sorted(int(c) for c in classes)
+
+
+class NAPAVQPlugin(SupervisedPlugin):
+    """NAPA-VQ as a plug-in: loss terms, code-vector optimiser, prototypes, optional prediction.
+
+    Args:
+        config: method settings.
+        feature_dim: dimension d of the features the terms act on.
+        previous: the previous model's features for distillation (``None``: no distillation);
+            see :func:`default_previous`.
+        feature_source: ``strategy -> Tensor`` giving the batch features (B x d, with grad)
+            after the strategy's forward.
+        features_of: ``x -> Tensor`` running the model on extra inputs (rotated views, the
+            prototype pass); default: ``strategy.model(x)`` then ``feature_source``.
+        device: where code vectors and prototypes live.
+    """
+
+    def __init__(self, config: NAPAVQConfig, feature_dim: int, *,
+                 previous: Optional[PreviousFeatures] = None,
+                 feature_source: Callable[[Any], Tensor] = model_last_features,
+                 features_of: Optional[Callable[[Tensor], Tensor]] = None,
+                 device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        self.config = config
+        self.learner = NAPAVQ(config, feature_dim, previous=previous, device=device)
+        self.feature_source = feature_source
+        self.features_of = features_of
+
+    # ------------------------------------------------------------------ training
+    def before_training_exp(self, strategy: Any, *args, **kwargs) -> None:
+        self.learner.begin_experience(experience_classes(strategy.experience))
+
+    def before_backward(self, strategy: Any, *args, **kwargs) -> None:
+        z = self.feature_source(strategy)
+        views = [z]
+        if self.config.use_rotations:
+            views += self._rotated_views(strategy, z)
+        z_old = self.learner.previous(strategy.mb_x) if self.learner.distills else None
+        strategy.loss = strategy.loss + self.learner.training_loss(views, strategy.mb_y, z_old)
+
+    def after_update(self, strategy: Any, *args, **kwargs) -> None:
+        self.learner.step()
+
+    def after_training_epoch(self, strategy: Any, *args, **kwargs) -> None:
+        self.learner.end_epoch()
+
+    def after_training_exp(self, strategy: Any, *args, **kwargs) -> None:
+        self.learner.end_experience(self._experience_feature_sums(strategy))
+
+    # ------------------------------------------------------------------ prediction
+    def after_eval_forward(self, strategy: Any, *args, **kwargs) -> None:
+        if self.config.prediction != "nearest_cv" or self.learner.codebook.num_vectors == 0:
+            return
+        logits = self.learner.predict_logits(self.feature_source(strategy))
+        width = max(strategy.mb_output.shape[1], logits.shape[1])
+        padded = logits.new_full((logits.shape[0], width), MISSING_CLASS_LOGIT)
+        padded[:, : logits.shape[1]] = logits
+        strategy.mb_output = padded
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors only: code vectors, edges, prototypes, previous-model snapshot."""
+        return self.learner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.learner.load_state_dict(state)
+
+    # ------------------------------------------------------------------ helpers
+    def _features(self, strategy: Any, x: Tensor) -> Tensor:
+        if self.features_of is not None:
+            return self.features_of(x)
+        strategy.model(x)
+        return self.feature_source(strategy)
+
+    def _rotated_views(self, strategy: Any, z: Tensor) -> list[Tensor]:
+        x = strategy.mb_x
+        if x.ndim != 4 or x.shape[2] != x.shape[3]:
+            raise ValueError(f"use_rotations needs square image batches (B x C x H x H), got {tuple(x.shape)}")
+        rotated = torch.cat([torch.rot90(x, r, dims=(2, 3)) for r in (1, 2, 3)])
+        views = list(self._features(strategy, rotated).chunk(3))
+        if hasattr(strategy.model, "last_features"):
+            strategy.model.last_features = z  # later readers see the batch's own features
+        return views
+
+    @torch.no_grad()
+    def _experience_feature_sums(self, strategy: Any) -> FeatureSums:
+        model = strategy.model
+        was_training = model.training
+        model.eval()
+        loader = DataLoader(strategy.experience.dataset.eval(), batch_size=strategy.train_mb_size,
+                            shuffle=False)
+        sums = self.learner.new_feature_sums()
+        for batch in loader:
+            x, y = batch[0].to(strategy.device), batch[1].to(self.learner.device)
+            sums.add(self._features(strategy, x).to(self.learner.device), self.learner.prototype_labels(y))
+        model.train(was_training)
+        return sums

@@ -1,0 +1,90 @@
+"""Checkpoints: safetensors for tensors + a JSON manifest with checksums, written atomically.
+
+Layout: ``DIR/checkpoints/exp_003/{state.safetensors, manifest.json}`` and
+``DIR/checkpoints/latest.json`` naming the newest complete checkpoint. The tensor file is written
+first and the manifest (holding its SHA-256) last, so a checkpoint only exists once it is whole;
+a truncated or altered tensor file fails the checksum and is refused. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from safetensors.torch import load, save
+from torch import Tensor
+
+from .atomic_io import write_bytes_atomic, write_json_atomic
+
+FORMAT = "cldf-checkpoint/1"
+STATE_FILE = "state.safetensors"
+MANIFEST_FILE = "manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, damaged, or made for another setup."""
+
+
+def checkpoint_dir(run_dir: Path, experience: int) -> Path:
+    """Folder of the checkpoint taken after ``experience`` (0-based)."""
+    return Path(run_dir) / "checkpoints" / f"exp_{experience:03d}"
+
+
+def save_checkpoint(folder: Path, tensors: Mapping[str, Tensor], manifest: Mapping[str, Any]) -> Path:
+    """Write ``tensors`` and ``manifest`` into ``folder`` atomically; update ``latest.json``.
+
+    On failure (full disk, unwritable folder) the previous checkpoint stays valid and the error
+    says so.
+    """
+    folder = Path(folder)
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+    try:
+        write_bytes_atomic(folder / STATE_FILE, data)
+        write_json_atomic(folder / MANIFEST_FILE, {
+            **manifest, "format": FORMAT, "files": {STATE_FILE: hashlib.sha256(data).hexdigest()},
+        })
+        write_json_atomic(folder.parent / "latest.json", {"checkpoint": folder.name})
+    except OSError as err:
+        raise CheckpointError(
+            f"could not write checkpoint {folder} ({err.strerror or err}); the previous checkpoint, if any, is intact"
+        ) from err
+    return folder
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, or ``None``."""
+    pointer = Path(run_dir) / "checkpoints" / "latest.json"
+    if not pointer.is_file():
+        return None
+    return pointer.parent / json.loads(pointer.read_text())["checkpoint"]
+
+
+def load_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read and verify a checkpoint: (tensors, manifest). Damage is a :class:`CheckpointError`."""
+    folder = Path(folder)
+    manifest_path, state_path = folder / MANIFEST_FILE, folder / STATE_FILE
+    if not manifest_path.is_file() or not state_path.is_file():
+        raise CheckpointError(f"{folder} is not a complete cldf checkpoint (needs {MANIFEST_FILE} and {STATE_FILE})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{manifest_path} is not valid JSON: {err}") from err
+    if manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{manifest_path}: format {manifest.get('format')!r}; this cldf reads {FORMAT!r}")
+    data = state_path.read_bytes()
+    expected = manifest.get("files", {}).get(STATE_FILE)
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise CheckpointError(f"{state_path} does not match the checksum in its manifest: truncated or modified; refusing it")
+    return load(data), manifest
+
+
+def check_compatible(manifest: Mapping[str, Any], expected: Mapping[str, Any], source: Path) -> None:
+    """Raise listing every setting (backbone, class map, recipe, ...) that differs."""
+    diffs = [
+        f"{key}: checkpoint {manifest.get(key)!r} vs now {value!r}"
+        for key, value in expected.items() if manifest.get(key) != value
+    ]
+    if diffs:
+        raise CheckpointError(f"checkpoint {source} was made for another setup:\n  " + "\n  ".join(diffs))

@@ -1,0 +1,201 @@
+"""The ``cldf`` command line: ``run``, ``demo``, ``report``, ``predict``.
+
+Everything a run needs is validated before training starts: recipe keys, data root, the
+generator order, and that the output folder is writable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .config_io import ConfigError
+
+EMBEDDED_STREAM = Path(__file__).resolve().parent.parent / "benchmarks" / "streams" / "embedded.yaml"
+DATA_LAYOUTS = ("cddb", "folders", "deepfakebench", "csv")
+DEMO_RECIPES = ("naive", "cldf")
+
+
+class UsageError(ValueError):
+    """A command-line problem found before any training."""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``cldf`` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (UsageError, ConfigError, FileNotFoundError) as err:
+        print(f"cldf {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cldf", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train a recipe through a stream of new forgeries")
+    run.add_argument("recipe", help="a recipe under strategies/ (naive, cldf, ...) or a .yaml path")
+    _add_stream_arguments(run)
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe setting, e.g. training.epochs=3")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", required=True, type=Path, help="output folder (results.json, report.md, plots, checkpoints)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.set_defaults(handler=_cmd_run)
+
+    demo = sub.add_parser("demo", help="naive vs cldf on the embedded offline stream, side by side")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(handler=_cmd_demo)
+
+    report = sub.add_parser("report", help="compare runs: a Markdown table and plots")
+    report.add_argument("runs", nargs="+", type=Path, help="run folders or results.json files")
+    report.add_argument("--out", type=Path, default=Path("runs/report"))
+    report.set_defaults(handler=_cmd_report)
+
+    predict = sub.add_parser("predict", help="score images with a trained detector")
+    predict.add_argument("checkpoint", type=Path, help="a run folder (its latest checkpoint) or a checkpoint folder")
+    predict.add_argument("images", type=Path, help="an image file or a folder of images")
+    predict.add_argument("--format", choices=("csv", "json"), default="csv")
+    predict.set_defaults(handler=_cmd_predict)
+    return parser
+
+
+def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stream", type=Path, help="a stream YAML (default: the embedded offline stream)")
+    parser.add_argument("--data", type=Path, help="data root (for --stream files with a relative root, or with --layout)")
+    parser.add_argument("--layout", choices=DATA_LAYOUTS, help="build a stream from --data in this layout")
+    parser.add_argument("--order", help="comma-separated generators, in stream order (default: folders, sorted)")
+    parser.add_argument("--stream-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a stream setting, e.g. n_per_class.train=128")
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after hours of training, if ``folder`` cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(f"output folder {folder} is not writable ({err.strerror or err})") from err
+
+
+def stream_from_args(args: argparse.Namespace) -> Any:
+    """The loaded :class:`cldf.streams.Stream` named by ``--stream`` / ``--data --layout --order``."""
+    from .config_io import apply_overrides
+    from .streams import build_stream, load_stream_spec, parse_stream_spec
+
+    overrides = apply_overrides({}, args.stream_set)
+    if args.layout:
+        if args.stream:
+            raise UsageError("give either --stream or --data with --layout, not both")
+        if args.data is None:
+            raise UsageError(f"--layout {args.layout} needs --data ROOT")
+        raw = {"name": f"{args.layout}:{args.data.name}", "layout": args.layout, "root": str(args.data.resolve()),
+               "experiences": _generator_order(args.data, args.layout, args.order), **overrides}
+        return build_stream(parse_stream_spec(raw, source="command line"))
+    path = args.stream or EMBEDDED_STREAM
+    return build_stream(load_stream_spec(path, data_root=args.data, overrides=overrides))
+
+
+def _generator_order(root: Path, layout: str, order: Optional[str]) -> list[str]:
+    if not root.is_dir():
+        raise UsageError(f"data root {root} does not exist or is not a folder")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if order is None:
+        if layout not in ("cddb", "folders"):
+            raise UsageError(f"--layout {layout} needs --order g1,g2,... (the generators, in stream order)")
+        return folders
+    names = [g.strip() for g in order.split(",") if g.strip()]
+    if layout in ("cddb", "folders"):
+        missing = [g for g in names if g not in folders]
+        if missing:
+            raise UsageError(f"--order names generator(s) {', '.join(missing)} not found under {root}; found: {', '.join(folders) or 'nothing'}")
+    return names
+
+
+def _run_one(recipe_name: str, overrides: list[str], stream: Any, out: Path, seed: int, progress: bool) -> dict:
+    from .recipes import load_recipe
+    from .runner import run
+
+    recipe = load_recipe(recipe_name, overrides)
+    check_writable(out)
+    print(f"== {recipe_name}: {recipe.description} | stream {stream.spec.name}: {', '.join(stream.experience_names)}")
+    return run(recipe, stream, seed=seed, out_dir=out, recipe_name=Path(recipe_name).stem, progress=progress)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .recipes import load_recipe
+
+    load_recipe(args.recipe, args.set)  # validate before touching data
+    check_writable(args.out)
+    stream = stream_from_args(args)
+    results = _run_one(args.recipe, args.set, stream, args.out, args.seed, not args.no_progress)
+    m = results["metrics"]
+    print(f"final average AUC {m['avg_auc']:.3f}, forgetting {_fmt(m['forgetting_auc'])}; results in {args.out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .report.report import write_report
+
+    check_writable(args.out)
+    args.stream, args.layout, args.data, args.stream_set = None, None, None, []
+    stream = stream_from_args(args)
+    paths = []
+    for recipe in DEMO_RECIPES:
+        _run_one(recipe, args.set, stream, args.out / recipe, args.seed, not args.no_progress)
+        paths.append(args.out / recipe / "results.json")
+    report = write_report(paths, args.out)
+    print()
+    print(_table_of(report))
+    print(f"report with plots: {report}")
+    return 0
+
+
+def _table_of(report: Path) -> str:
+    lines = report.read_text().splitlines()
+    return "\n".join(line for line in lines if line.startswith("|"))
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report.report import write_report
+
+    paths = [p / "results.json" if p.is_dir() else p for p in args.runs]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UsageError(f"no results.json at {', '.join(missing)}")
+    check_writable(args.out)
+    report = write_report(paths, args.out)
+    print(_table_of(report))
+    print(f"report with plots: {report}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import image_files, load_trained, predict_files
+
+    files = image_files(args.images)
+    trained = load_trained(args.checkpoint)
+    rows = list(predict_files(trained, files))
+    if args.format == "json":
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+    else:
+        writer = csv.DictWriter(sys.stdout, fieldnames=["path", "p_fake", "attribution", "error"], lineterminator=os.linesep)
+        writer.writeheader()
+        writer.writerows(rows)
+    return 0
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

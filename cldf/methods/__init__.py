@@ -1,0 +1,1 @@
+"""Continual-learning methods: plain-PyTorch cores (config dataclass + functions/modules)."""

@@ -1,0 +1,131 @@
+"""The previous model's features Z_old for distillation (algorithms.md 2.5).
+
+Two implementations of one small interface (``snapshot()``, ``__call__(x) -> Tensor``,
+``state_dict()`` / ``load_state_dict()`` of tensors):
+
+* :class:`FrozenModelCopy` - any ``nn.Module`` following the ``forward -> logits`` +
+  ``last_features`` convention: a frozen deep copy of the whole model.
+* :class:`DetectorAdapterSnapshot` - a :class:`cldf.detector.Detector`: only the adapter is
+  copied (into a frozen adapter), the backbone is shared.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional, Protocol
+
+import torch
+from torch import Tensor, nn
+
+
+class PreviousFeatures(Protocol):
+    """Features of the model as it was at the end of the previous experience."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def snapshot(self) -> None: ...
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+    def state_dict(self) -> dict[str, Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None: ...
+
+
+def read_last_features(model: nn.Module) -> Tensor:
+    """The features a model following the ``last_features`` convention kept from its forward."""
+    features = getattr(model, "last_features", None)
+    if features is None:
+        raise AttributeError(
+            f"{type(model).__name__} has no last_features after forward; the model must set "
+            "`self.last_features` (B x d) in forward, or pass a feature reader"
+        )
+    return features
+
+
+class FrozenModelCopy:
+    """A frozen deep copy of ``model`` taken at :meth:`snapshot`, run in eval mode without grad."""
+
+    def __init__(self, model: nn.Module,
+                 read_features: Callable[[nn.Module], Tensor] = read_last_features) -> None:
+        self.model = model
+        self.read_features = read_features
+        self.copy: Optional[nn.Module] = None
+
+    @property
+    def ready(self) -> bool:
+        return self.copy is not None
+
+    def snapshot(self) -> None:
+        kept = self.model.__dict__.get("last_features")
+        if kept is not None:  # a non-leaf tensor cannot be deep-copied
+            self.model.last_features = None
+        self.copy = copy.deepcopy(self.model)
+        if kept is not None:
+            self.model.last_features = kept
+        self.copy.eval()
+        for p in self.copy.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.copy is None:
+            raise RuntimeError("FrozenModelCopy: call snapshot() before asking for features")
+        self.copy(x)
+        return self.read_features(self.copy)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {} if self.copy is None else dict(self.copy.state_dict())
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if not state:
+            self.copy = None
+            return
+        self.snapshot()
+        self.copy.load_state_dict(state)
+
+
+class DetectorAdapterSnapshot:
+    """Copies a detector's adapter into a frozen adapter ``name`` and reads features through it.
+
+    ``adapter=None`` snapshots whichever adapter is active at snapshot time; the slow/fast
+    strategy passes ``"fast"``. Features come from ``det.multi_features`` with the frozen
+    adapter: no gradient and eval-mode normalisation, so the snapshot's statistics never move.
+    """
+
+    def __init__(self, detector: nn.Module, adapter: Optional[str] = None,
+                 name: str = "napa_prev") -> None:
+        self.det = detector
+        self.adapter = adapter
+        self.name = name
+
+    @property
+    def ready(self) -> bool:
+        return self.name in self.det.adapter_names
+
+    def snapshot(self) -> None:
+        source = self.adapter or self.det.active_adapter
+        if source == self.name:
+            raise ValueError(f"DetectorAdapterSnapshot: cannot snapshot adapter {source!r} into itself")
+        if self.ready:
+            self.det.load_adapter_state(self.name, self.det.adapter_state(source))
+        else:
+            self.det.add_adapter(self.name, copy_from=source)
+        self.det.freeze_adapter(self.name)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if not self.ready:
+            raise RuntimeError("DetectorAdapterSnapshot: call snapshot() before asking for features")
+        return self.det.multi_features(x, [self.name])[self.name]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.det.adapter_state(self.name) if self.ready else {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if not state:
+            return
+        if not self.ready:
+            self.det.add_adapter(self.name)
+        self.det.freeze_adapter(self.name)
+        self.det.load_adapter_state(self.name, state)
