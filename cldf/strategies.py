@@ -18,6 +18,7 @@ from torch import nn
 from .avalanche.ema_balance_plugin import EMABalancePlugin
 from .avalanche.napa_vq_plugin import NAPAVQPlugin, default_previous
 from .avalanche.slow_fast_strategy import SlowFastStrategy
+from .config_io import ConfigError
 from .detector import Detector
 from .methods.slow_fast import SlowFastLearners
 from .recipes import Recipe, TrainingConfig
@@ -87,6 +88,8 @@ def _joint(recipe: Recipe, detector: Detector, plugins: list, common: dict) -> S
 
 def _slow_fast(recipe: Recipe, detector: Detector, plugins: list, common: dict) -> SupervisedTemplate:
     t = recipe.training
+    if t.optimizer != "sgd":
+        raise ConfigError(f"strategy {recipe.strategy!r} trains with its own SGD + cosine schedule; set training.optimizer: sgd")
     return SlowFastStrategy(model=model_for(recipe, detector), config=recipe.methods["slow_fast"],
                             lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, plugins=plugins, **common)
 

@@ -58,15 +58,17 @@ class Detector(nn.Module):
         self.real_classes: list[int] = list(cfg.real_classes)
         self._frozen: set[str] = set()
         self.last_features: Optional[Tensor] = None
+        self._prefix_cache: Optional[tuple[Tensor, Tensor]] = None
         self._apply_trainability()
         self.to(resolve_device(cfg.device))
         self.train(False)
 
     def __deepcopy__(self, memo: dict) -> "Detector":
-        """Copies (e.g. LwF's previous model) drop ``last_features``, a non-leaf tensor."""
+        """Copies (e.g. LwF's previous model) drop the per-batch caches (``last_features`` is a
+        non-leaf tensor, which cannot be deep-copied)."""
         clone = self.__class__.__new__(self.__class__)
         memo[id(self)] = clone
-        state = {**self.__dict__, "last_features": None}
+        state = {**self.__dict__, "last_features": None, "_prefix_cache": None}
         clone.__dict__.update(copy.deepcopy(state, memo))
         return clone
 
@@ -100,9 +102,15 @@ class Detector(nn.Module):
         return out
 
     def _prefix(self, x: Tensor) -> Tensor:
+        """The frozen prefix's output; reused when the same batch tensor comes again (e.g. a
+        distillation pass through a previous adapter right after the training forward)."""
+        if self._prefix_cache is not None and self._prefix_cache[0] is x:
+            return self._prefix_cache[1]
         check_batch(x, self.in_chans)
         with torch.no_grad():
-            return self.split.prefix(x.to(self.device))
+            h = self.split.prefix(x.to(self.device))
+        self._prefix_cache = (x, h)
+        return h
 
     @contextmanager
     def _frozen_mode(self, frozen: bool) -> Iterator[None]:
@@ -265,10 +273,26 @@ class Detector(nn.Module):
         for p in self.head.parameters():
             p.requires_grad = True
 
+    def is_backbone_key(self, key: str) -> bool:
+        """Whether a key of this detector's ``state_dict`` is a frozen pretrained backbone tensor."""
+        if not key.startswith("backbone."):
+            return False
+        return self.backbone.base_model.prefix not in key and ".modules_to_save." not in key
+
     def trainable_parameter_count(self) -> tuple[int, int]:
         """(trainable, total) parameter counts."""
         total = sum(p.numel() for p in self.parameters())
         return sum(p.numel() for p in self.parameters() if p.requires_grad), total
+
+
+def learned_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """``model.state_dict()`` without the frozen pretrained backbone tensors of any
+    :class:`Detector` inside it: adapters, heads and method statistics only."""
+    detectors = [(f"{name}." if name else "", m) for name, m in model.named_modules() if isinstance(m, Detector)]
+    return {
+        key: value for key, value in model.state_dict().items()
+        if not any(key.startswith(prefix) and det.is_backbone_key(key[len(prefix):]) for prefix, det in detectors)
+    }
 
 
 def _belongs_to(param_name: str, adapter: str) -> bool:

@@ -1,0 +1,62 @@
+"""Every recipe on a stream (default: the embedded one) with several seeds, side by side.
+
+    python benchmarks/compare_recipes.py --seeds 0 1 2 --out runs/bench \
+        --report benchmarks/results/embedded.md
+
+Runs go to ``OUT/<recipe>/seed<k>/`` (results.json, report, checkpoints); the combined report
+(mean ± std over seeds per recipe, plots) goes next to ``--report``. Extra ``--set`` settings
+apply to every recipe, so all share the detector, input size and epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from cldf.cli import EMBEDDED_STREAM
+from cldf.config_io import apply_overrides
+from cldf.recipes import load_recipe
+from cldf.report.report import write_report
+from cldf.runner import run
+from cldf.streams import build_stream, load_stream_spec
+
+RECIPES = ("naive", "lwf", "ewc", "safe", "napa_vq", "ema", "cldf", "replay", "joint")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--stream", type=Path, default=EMBEDDED_STREAM)
+    parser.add_argument("--stream-set", action="append", default=[])
+    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--report", type=Path, default=Path("benchmarks/results/embedded.md"))
+    args = parser.parse_args()
+
+    stream = build_stream(load_stream_spec(args.stream, overrides=apply_overrides({}, args.stream_set)))
+    paths = []
+    start = time.perf_counter()
+    for name in args.recipes:
+        recipe = load_recipe(name, args.set)
+        for seed in args.seeds:
+            out = args.out / name / f"seed{seed}"
+            print(f"== {name} seed {seed}", flush=True)
+            run(recipe, stream, seed=seed, out_dir=out, recipe_name=name, progress=False)
+            paths.append(out / "results.json")
+    report_dir = args.report.parent
+    report = write_report(paths, report_dir)
+    command = "python " + " ".join(sys.argv)
+    text = report.read_text().replace("# cldf results", f"# cldf results\n\nCommand: `{command}` "
+                                      f"({time.perf_counter() - start:.0f} s on this machine)", 1)
+    args.report.write_text(text)
+    if report != args.report:
+        report.unlink()
+    print(args.report.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
