@@ -35,6 +35,7 @@ class GrowingLinearHead(DynamicModule):
         new = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
         new.weight[: old.out_features] = old.weight
         new.bias[: old.out_features] = old.bias
+        new.requires_grad_(old.weight.requires_grad)
         self.linear = new
 
     def adaptation(self, experience: CLExperience) -> None:

@@ -57,6 +57,7 @@ class Detector(nn.Module):
         self.head = GrowingLinearHead(self.num_features, cfg.num_classes)
         self.real_classes: list[int] = list(cfg.real_classes)
         self._frozen: set[str] = set()
+        self._head_trainable = True
         self.last_features: Optional[Tensor] = None
         self._prefix_cache: Optional[tuple[Tensor, Tensor]] = None
         self._apply_trainability()
@@ -157,6 +158,7 @@ class Detector(nn.Module):
     def grow_classes(self, num_classes: int) -> None:
         """Have at least ``num_classes`` head outputs, keeping the learned rows."""
         self.head.grow(num_classes)
+        self._apply_trainability()
 
     # ----------------------------------------------------------------- adapters
     @property
@@ -271,7 +273,13 @@ class Detector(nn.Module):
         for pname, p in self.backbone.named_parameters():
             p.requires_grad = trainable and _belongs_to(pname, active)
         for p in self.head.parameters():
-            p.requires_grad = True
+            p.requires_grad = self._head_trainable
+
+    def set_head_trainable(self, trainable: bool) -> None:
+        """Train the linear head or not (a method with heads of its own leaves it frozen);
+        the choice holds across adapter switches and head growth."""
+        self._head_trainable = trainable
+        self._apply_trainability()
 
     def is_backbone_key(self, key: str) -> bool:
         """Whether a key of this detector's ``state_dict`` is a frozen pretrained backbone tensor."""

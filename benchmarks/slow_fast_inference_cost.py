@@ -1,0 +1,154 @@
+"""Cost of the merged slow/fast prediction relative to a single learner (inference).
+
+One run, one detector with the ``slow`` (frozen) and ``fast`` adapters and both analytic heads,
+in eval mode. Three variants per interleaved repetition (the order rotates):
+  single  - one learner: prefix + fast tail + fast analytic head;
+  merged  - ``SlowFastLearners.forward``: one shared prefix pass (``multi_features``), both
+            tails, both analytic heads and the entropy merge;
+  two-pass - the naive merge: two complete forwards (prefix run twice), both heads, merge.
+Reports the median per-repetition ratio merged / single (target <= 1.3x) and two-pass / single,
+for each number of tuned stages (the adapters live on the last ``tuned_stages`` stages; the
+stages before them are the shared prefix).
+
+    python benchmarks/slow_fast_inference_cost.py --out benchmarks/results/slow_fast_inference_cost.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from cldf.detector import AdapterConfig, Detector, DetectorConfig
+from cldf.methods.slow_fast import SlowFastConfig, SlowFastLearners, merge_logits
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rank", type=int, default=16, help="LoRA rank of the adapters")
+    parser.add_argument("--tuned-stages", type=int, nargs="+", default=[2, 3, 4])
+    parser.add_argument("--projection-dim", type=int, default=2048, help="M of the analytic heads")
+    parser.add_argument("--classes", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=15, help="interleaved repetitions")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, help="write the markdown report here (default: print only)")
+    return parser.parse_args(argv)
+
+
+def _learners(args: argparse.Namespace, tuned_stages: int) -> SlowFastLearners:
+    torch.manual_seed(0)
+    adapter = AdapterConfig(r=args.rank, tuned_stages=tuned_stages)
+    det = Detector(DetectorConfig(backbone=args.backbone, pretrained="auto", image_size=args.image_size,
+                                  adapter=adapter, device=args.device, num_classes=args.classes))
+    model = SlowFastLearners(det, SlowFastConfig(projection_dim=args.projection_dim))
+    model.start_fast_learner()
+    model.grow_classes(args.classes)
+    model.begin_analytic_experience()
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):  # fit the heads on a little data so every path computes real numbers
+        x = torch.randn(args.batch, 3, args.image_size, args.image_size, generator=g).to(det.device)
+        model.accumulate_analytic(x, torch.randint(0, args.classes, (args.batch,), generator=g))
+    model.finish_analytic_experience()
+    return model.eval()
+
+
+def _variants(model: SlowFastLearners) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    det, gamma = model.detector, model.config.gamma
+
+    def single(x: torch.Tensor) -> torch.Tensor:
+        return model.fast_analytic(det.multi_features(x, ["fast"])["fast"])
+
+    def two_pass(x: torch.Tensor) -> torch.Tensor:
+        slow = det.multi_features(x, ["slow"])["slow"]
+        fast = det.multi_features(x.clone(), ["fast"])["fast"]  # a new tensor: no prefix cache hit
+        return merge_logits(model.slow_analytic(slow), model.fast_analytic(fast), gamma).logits
+
+    return {"single": single, "merged": model, "two-pass": two_pass}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def _measure(model: SlowFastLearners, args: argparse.Namespace) -> dict[str, list[float]]:
+    variants = _variants(model)
+    device = model.detector.device
+    shape = (args.batch, 3, args.image_size, args.image_size)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2)).to(device)
+    reference = variants["merged"](x.clone())
+    if not torch.allclose(variants["two-pass"](x.clone()), reference, atol=1e-4):
+        raise RuntimeError("shared-prefix merge and two-pass merge disagree")
+    for fn in variants.values():  # warm-up
+        fn(x.clone())
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for rep in range(args.reps):
+        order = names[rep % len(names):] + names[: rep % len(names)]
+        for name in order:
+            fresh = x.clone()  # the detector caches the prefix per input tensor: never reuse one
+            _sync(device)
+            start = time.perf_counter()
+            variants[name](fresh)
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _report(args: argparse.Namespace, rows: list[tuple[int, dict[str, list[float]]]], device: str) -> str:
+    command = " ".join(["python", "benchmarks/slow_fast_inference_cost.py", *sys.argv[1:]])
+    lines = [
+        "# Slow/fast learners: cost of the merged prediction (inference)", "", "```", command, "```", "",
+        f"- device: {device} ({platform.machine()}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"python {platform.python_version()}",
+        f"- model: Detector({args.backbone}, LoRA r={args.rank}, adapt_norm), {args.image_size} px, "
+        f"batch {args.batch}, "
+        f"analytic heads M={args.projection_dim}, {args.classes} classes, eval mode, no grad",
+        f"- protocol: {args.reps} interleaved repetitions (order rotates), median of the per-repetition ratios; "
+        "the merged output is checked equal to the two-pass merge first",
+        "- single = prefix + fast tail + fast analytic head; merged = one prefix + slow and fast tails + both heads "
+        "+ entropy merge (`SlowFastLearners.forward`); two-pass = two complete forwards + merge",
+        "",
+        "| tuned stages | single (ms/batch) | merged (ms/batch) | two-pass (ms/batch) "
+        "| **merged / single** | two-pass / single |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stages, times in rows:
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        ratio = statistics.median(m / s for m, s in zip(times["merged"], times["single"]))
+        ratio2 = statistics.median(m / s for m, s in zip(times["two-pass"], times["single"]))
+        lines.append(f"| {stages} | {med['single']:.1f} | {med['merged']:.1f} | {med['two-pass']:.1f} | "
+                     f"**{ratio:.2f}x** | {ratio2:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    args = _parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    device = ""
+    for stages in args.tuned_stages:
+        model = _learners(args, stages)
+        device = str(model.detector.device)
+        rows.append((stages, _measure(model, args)))
+        print(f"tuned_stages={stages} done", file=sys.stderr)
+    report = _report(args, rows, device)
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

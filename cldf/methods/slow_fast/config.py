@@ -1,0 +1,53 @@
+"""Settings of the slow/fast learners (SAFE, algorithms.md section 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TRANSFER_FORMS = ("standardised", "original")
+
+
+@dataclass
+class SlowFastConfig:
+    """Loss weights, head sizes and aggregation of the slow/fast learners.
+
+    ``transfer_form``: ``"standardised"`` (cldf: batch-standardised features, averaged terms)
+    or ``"original"`` (SAFE release: per-sample L2-normalised features, summed terms).
+    ``ridge_lambdas`` are the candidates for the analytic heads' ridge penalty, chosen on the
+    ``holdout_fraction`` of each experience; ``projection_dim`` is M of the random projection.
+    """
+
+    lambda_diag: float = 1.0
+    lambda_rdn: float = 1.0
+    transfer_form: str = "standardised"
+    lambda_fa: float = 50.0
+    lambda_cc: float = 1.0
+    gamma: float = 1.0
+    cosine_scale_init: float = 10.0
+    projection_dim: int = 2048
+    ridge_lambdas: tuple[float, ...] = (1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
+    holdout_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.ridge_lambdas = tuple(float(v) for v in self.ridge_lambdas)
+        for name in ("lambda_diag", "lambda_rdn", "lambda_fa", "lambda_cc", "gamma"):
+            value = getattr(self, name)
+            if not value >= 0.0:
+                raise ValueError(f"SlowFastConfig.{name}={value!r} must be a number >= 0")
+        if self.transfer_form not in TRANSFER_FORMS:
+            raise ValueError(
+                f"SlowFastConfig.transfer_form={self.transfer_form!r}; valid: {', '.join(TRANSFER_FORMS)}"
+            )
+        if not self.cosine_scale_init > 0.0:
+            raise ValueError(f"SlowFastConfig.cosine_scale_init={self.cosine_scale_init!r} must be > 0")
+        if not isinstance(self.projection_dim, int) or self.projection_dim < 1:
+            raise ValueError(f"SlowFastConfig.projection_dim={self.projection_dim!r} must be a positive integer")
+        if not self.ridge_lambdas or any(not v > 0.0 for v in self.ridge_lambdas):
+            raise ValueError(
+                f"SlowFastConfig.ridge_lambdas={self.ridge_lambdas!r} must be a non-empty list of numbers > 0"
+            )
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"SlowFastConfig.holdout_fraction={self.holdout_fraction!r} must be in (0, 1)")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"SlowFastConfig.seed={self.seed!r} must be a non-negative integer")

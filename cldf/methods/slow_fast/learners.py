@@ -1,0 +1,210 @@
+"""The slow and fast learners on one detector, their heads and the merged prediction.
+
+Plain PyTorch over the :class:`cldf.detector.Detector` interface (``multi_features``,
+named adapters). The first experience trains the ``slow`` adapter with a transfer loss
+against the pretrained features; :meth:`SlowFastLearners.start_fast_learner` then freezes it
+for good and starts the ``fast`` adapter as its copy, trained on every later experience with
+feature alignment and cross-classification. Prediction merges the two analytic heads by entropy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from cldf.methods.slow_fast.aggregation import merge_logits
+from cldf.methods.slow_fast.analytic_head import AnalyticHead
+from cldf.methods.slow_fast.config import SlowFastConfig
+from cldf.methods.slow_fast.cosine_head import CosineHead
+from cldf.methods.slow_fast.losses import cross_classification_loss, feature_alignment_loss, transfer_loss
+
+SLOW, FAST = "slow", "fast"
+PLACEHOLDER_ADAPTER = "default"
+
+
+class SlowFastLearners(nn.Module):
+    """Detector + slow/fast adapters, cosine training heads and analytic prediction heads.
+
+    ``forward`` in training mode returns the training logits of the learner being trained
+    (slow on the first experience, fast afterwards); in eval mode it returns the
+    entropy-merged analytic logits (the slow analytic head alone while no fast learner exists,
+    and the slow cosine head before any analytic fit). ``last_features`` holds the features
+    of the learner being trained (training) or of the fast learner (eval, once it exists);
+    ``last_weights`` the per-sample ``(w_slow, w_fast)`` of the last merged prediction.
+    """
+
+    def __init__(self, detector: Any, config: Optional[SlowFastConfig] = None) -> None:
+        super().__init__()
+        self.config = config or SlowFastConfig()
+        self.detector = detector
+        self._adopt_slow_adapter()
+        detector.set_head_trainable(False)  # unused: the cosine and analytic heads replace it
+        cfg, dim, classes = self.config, detector.num_features, detector.num_classes
+        generator = torch.Generator().manual_seed(cfg.seed)
+        device = detector.device
+        self.slow_head = CosineHead(dim, classes, cfg.cosine_scale_init, generator).to(device)
+        self.fast_head = CosineHead(dim, classes, cfg.cosine_scale_init, generator).to(device)
+        self.fast_head.requires_grad_(False)
+        analytic = dict(
+            projection_dim=cfg.projection_dim,
+            ridge_lambdas=cfg.ridge_lambdas,
+            holdout_fraction=cfg.holdout_fraction,
+            num_classes=classes,
+        )
+        self.slow_analytic = AnalyticHead(dim, generator=generator, **analytic).to(device)
+        self.fast_analytic = AnalyticHead(dim, generator=generator, **analytic).to(device)
+        self.register_buffer("fast_started", torch.tensor(False, device=device))
+        self.register_buffer("trained_classes", torch.zeros(classes, dtype=torch.bool, device=device))
+        self.last_features: Optional[Tensor] = None
+        self.last_weights: Optional[tuple[Tensor, Tensor]] = None
+        self._teacher_features: Optional[Tensor] = None
+
+    def _adopt_slow_adapter(self) -> None:
+        """Make ``slow`` (a copy of the active adapter) the active one; drop the detector's placeholder."""
+        det = self.detector
+        if FAST in det.adapter_names:
+            raise ValueError(
+                f"the detector already has a {FAST!r} adapter; SlowFastLearners needs a detector without one"
+            )
+        if SLOW not in det.adapter_names:
+            previous = det.active_adapter
+            det.add_adapter(SLOW, copy_from=previous)
+            det.set_adapter(SLOW)
+            if previous == PLACEHOLDER_ADAPTER:
+                det.delete_adapter(previous)
+        det.set_adapter(SLOW)
+
+    # ----------------------------------------------------------------- state
+    @property
+    def learner(self) -> str:
+        """The learner being trained: ``slow`` until the fast learner starts, then ``fast``."""
+        return FAST if bool(self.fast_started) else SLOW
+
+    @property
+    def training_head(self) -> CosineHead:
+        return self.fast_head if bool(self.fast_started) else self.slow_head
+
+    @property
+    def num_classes(self) -> int:
+        return self.slow_head.num_classes
+
+    def grow_classes(self, num_classes: int) -> None:
+        """Give every head at least ``num_classes`` outputs (old rows and statistics kept)."""
+        if num_classes <= self.num_classes:
+            return
+        generator = torch.Generator().manual_seed(self.config.seed + num_classes)
+        self.slow_head.grow_classes(num_classes, generator)
+        self.fast_head.grow_classes(num_classes, generator)
+        self.slow_analytic.grow_classes(num_classes)
+        self.fast_analytic.grow_classes(num_classes)
+        grown = torch.zeros(num_classes, dtype=torch.bool, device=self.trained_classes.device)
+        grown[: self.trained_classes.numel()] = self.trained_classes
+        self.trained_classes = grown
+
+    def mark_trained(self, classes: Tensor) -> None:
+        """Record classes as learned; they become the 'old classes' of cross-classification."""
+        self.trained_classes[classes.long().to(self.trained_classes.device)] = True
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The adapter being trained and its cosine head: what the optimiser should see."""
+        adapter = [p for p in self.detector.backbone.parameters() if p.requires_grad]
+        return adapter + list(self.training_head.parameters())
+
+    def start_fast_learner(self) -> None:
+        """Freeze the slow adapter and head for good; start ``fast`` as their copy."""
+        if bool(self.fast_started):
+            raise RuntimeError("the fast learner has already started")
+        det = self.detector
+        det.freeze_adapter(SLOW)
+        self.slow_head.requires_grad_(False)
+        det.add_adapter(FAST, copy_from=SLOW)
+        det.set_adapter(FAST)
+        self.fast_head.load_state_dict(self.slow_head.state_dict())
+        self.fast_head.requires_grad_(True)
+        self.fast_started.fill_(True)
+
+    # ----------------------------------------------------------------- forward and losses
+    def _teacher(self) -> Optional[str]:
+        cfg = self.config
+        if bool(self.fast_started):
+            return SLOW if cfg.lambda_fa > 0 or cfg.lambda_cc > 0 else None
+        return "pretrained" if cfg.lambda_diag > 0 or cfg.lambda_rdn > 0 else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            return self._training_logits(x)
+        return self._merged_logits(x)
+
+    def _training_logits(self, x: Tensor) -> Tensor:
+        learner, teacher = self.learner, self._teacher()
+        paths = [learner] if teacher is None else [learner, SLOW if teacher == SLOW else None]
+        features = self.detector.multi_features(x, paths)
+        self.last_features = features[learner]
+        self._teacher_features = None if teacher is None else features[paths[1]]
+        return self.training_head(self.last_features)
+
+    def _merged_logits(self, x: Tensor) -> Tensor:
+        if not bool(self.fast_started):
+            slow = self.detector.multi_features(x, [SLOW])[SLOW]
+            self.last_features = slow
+            self.last_weights = (torch.ones(len(slow), device=slow.device), torch.zeros(len(slow), device=slow.device))
+            return self.slow_analytic(slow) if self.slow_analytic.is_fitted else self.slow_head(slow)
+        features = self.detector.multi_features(x, [SLOW, FAST])
+        self.last_features = features[FAST]
+        merged = merge_logits(
+            self.slow_analytic(features[SLOW]), self.fast_analytic(features[FAST]), self.config.gamma
+        )
+        self.last_weights = (merged.w_slow, merged.w_fast)
+        return merged.logits
+
+    def auxiliary_loss(self, targets: Tensor) -> Tensor:
+        """The method's terms for the last training forward (added to its cross-entropy).
+
+        Slow phase: transfer loss to the pretrained features. Fast phase:
+        λ_fa feature alignment + λ_cc cross-classification with the slow learner.
+        """
+        if self.last_features is None:
+            raise RuntimeError("auxiliary_loss needs a training forward pass first")
+        cfg, student, teacher = self.config, self.last_features, self._teacher_features
+        if teacher is None:
+            return student.new_zeros(())
+        if not bool(self.fast_started):
+            return transfer_loss(
+                student, teacher, lambda_diag=cfg.lambda_diag, lambda_rdn=cfg.lambda_rdn, form=cfg.transfer_form
+            )
+        old = self.trained_classes.nonzero().flatten()
+        loss = cfg.lambda_fa * feature_alignment_loss(student, teacher)
+        if cfg.lambda_cc > 0:
+            loss = loss + cfg.lambda_cc * cross_classification_loss(
+                self.fast_head, self.slow_head, student, teacher, targets, old
+            )
+        return loss
+
+    # ----------------------------------------------------------------- analytic heads
+    def begin_analytic_experience(self) -> None:
+        """Start collecting one experience's statistics for both analytic heads."""
+        self.slow_analytic.begin_experience()
+        if bool(self.fast_started):
+            self.fast_analytic.begin_experience()
+
+    @torch.no_grad()
+    def accumulate_analytic(self, x: Tensor, targets: Tensor) -> None:
+        """Add a batch (eval transforms) to both analytic heads, in eval mode, one prefix pass."""
+        was_training = self.training
+        self.train(False)
+        paths = [SLOW, FAST] if bool(self.fast_started) else [SLOW]
+        features = self.detector.multi_features(x, paths)
+        self.train(was_training)
+        targets = targets.to(features[SLOW].device)
+        self.slow_analytic.accumulate(features[SLOW], targets)
+        if bool(self.fast_started):
+            self.fast_analytic.accumulate(features[FAST], targets)
+
+    def finish_analytic_experience(self) -> dict[str, float]:
+        """Choose λ and solve both analytic heads; returns the chosen λ per learner."""
+        chosen = {SLOW: self.slow_analytic.finish_experience()}
+        if bool(self.fast_started):
+            chosen[FAST] = self.fast_analytic.finish_experience()
+        return chosen

@@ -1,0 +1,238 @@
+"""SlowFastStrategy on the real Detector (32 px, tiny two-experience tensor benchmark)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import skimage.data
+import torch
+from avalanche.benchmarks.scenarios import benchmark_from_datasets
+from avalanche.benchmarks.scenarios.online import split_online_stream
+from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+from avalanche.core import SupervisedPlugin
+
+from cldf.avalanche.slow_fast_strategy import SlowFastStrategy
+from cldf.detector import AdapterConfig, Detector, DetectorConfig
+from cldf.methods.slow_fast import SlowFastConfig, SlowFastLearners, merge_logits
+
+IMAGE = 32
+LR = 0.02
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The test machine is shared: one intra-op thread is far faster than two contended ones."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _detector() -> Detector:
+    torch.manual_seed(0)
+    cfg = DetectorConfig(
+        backbone="tf_efficientnet_lite0", pretrained=True, image_size=IMAGE, adapter=AdapterConfig(r=4), device="cpu"
+    )
+    return Detector(cfg)
+
+
+def _photo_crops(n: int, g: torch.Generator) -> torch.Tensor:
+    """Random crops of the photos shipped with scikit-image, normalised as timm does (0.5/0.5)."""
+    photos = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket()]
+    crops = []
+    for i in range(n):
+        photo = torch.from_numpy(photos[i % len(photos)]).permute(2, 0, 1).float() / 255.0
+        top = int(torch.randint(0, photo.shape[1] - 2 * IMAGE, (1,), generator=g))
+        left = int(torch.randint(0, photo.shape[2] - 2 * IMAGE, (1,), generator=g))
+        crop = photo[:, top : top + 2 * IMAGE, left : left + 2 * IMAGE]
+        crops.append(torch.nn.functional.avg_pool2d(crop[None], 2)[0])
+    return (torch.stack(crops) - 0.5) / 0.5
+
+
+def _experience_data(n: int, fake_class: int, seed: int):
+    """Half real photo crops, half 'fakes': crops carrying a generator-specific artefact."""
+    g = torch.Generator().manual_seed(seed)
+    x = _photo_crops(n, g)
+    y = torch.tensor([0, fake_class] * (n // 2))
+    fake = y == fake_class
+    if fake_class == 1:
+        x[fake, 0] += 0.8  # colour cast
+    else:
+        checker = (torch.arange(IMAGE)[:, None] + torch.arange(IMAGE)[None, :]) % 2 * 1.0 - 0.5
+        x[fake] += checker  # high-frequency pattern
+    return _make_taskaware_tensor_classification_dataset(x, y)
+
+
+def _benchmark(train_size: int):
+    return with_classes_timeline(
+        benchmark_from_datasets(
+            train=[_experience_data(train_size, 1, 0), _experience_data(train_size, 2, 1)],
+            test=[_experience_data(32, 1, 2), _experience_data(32, 2, 3)],
+        )
+    )
+
+
+class _Recorder(SupervisedPlugin):
+    """Snapshots what the acceptance checks need, at the strategy's own callbacks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow_before = []
+        self.fast_before = []
+        self.optimised = []
+        self.lrs = []
+
+    def before_training_exp(self, strategy, **kwargs):
+        det = strategy.model.detector
+        self.slow_before.append(det.adapter_state("slow"))
+        self.fast_before.append(det.adapter_state("fast") if "fast" in det.adapter_names else None)
+        self.optimised.append({id(p) for group in strategy.optimizer.param_groups for p in group["params"]})
+        self.lrs.append([])
+
+    def after_update(self, strategy, **kwargs):
+        self.lrs[-1].append(strategy.optimizer.param_groups[0]["lr"])
+
+
+def _run(train_size: int):
+    recorder = _Recorder()
+    strategy = SlowFastStrategy(
+        model=_detector(),
+        config=SlowFastConfig(projection_dim=128, ridge_lambdas=(1e-1, 1e1, 1e3), lambda_fa=5.0),
+        lr=LR,
+        train_mb_size=16,
+        first_train_epochs=3,
+        train_epochs=2,
+        plugins=[recorder],
+        evaluator=None,
+    )
+    bench = _benchmark(train_size)
+    for experience in bench.train_stream:
+        strategy.train(experience, eval_streams=[])
+    return strategy, recorder, bench
+
+
+@pytest.fixture(scope="module")
+def stream_run():
+    return _run(48)
+
+
+def _accuracy(strategy: SlowFastStrategy, stream) -> float:
+    model = strategy.model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for experience in stream:
+            for x, y, _ in torch.utils.data.DataLoader(experience.dataset.eval(), batch_size=64):
+                correct += int((model(x).argmax(1) == y).sum())
+                total += len(y)
+    return correct / total
+
+
+def test_transfer_loss_gradient_reaches_only_the_slow_adapter():
+    learners = SlowFastLearners(_detector(), SlowFastConfig(projection_dim=16)).train()
+    x = torch.randn(8, 3, IMAGE, IMAGE)
+    learners(x)
+    loss = learners.auxiliary_loss(torch.zeros(8, dtype=torch.long))
+    assert loss.item() > 0
+    loss.backward()
+    with_grad = [n for n, p in learners.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert with_grad and all(".slow." in n or n.endswith(".slow") for n in with_grad)
+    assert any("lora" in n for n in with_grad)
+    assert learners.detector.adapter_names == ["slow"]
+
+
+def test_slow_adapter_is_bit_identical_after_a_later_experience_while_fast_moves(stream_run):
+    strategy, recorder, _ = stream_run
+    det = strategy.model.detector
+    before, after = recorder.slow_before[1], det.adapter_state("slow")
+    assert before.keys() == after.keys() and len(before) > 0
+    assert any("running_mean" in k for k in before)  # the adapter's own normalisation statistics too
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    fast_start, fast_end = recorder.fast_before[1], det.adapter_state("fast")
+    assert any(not torch.equal(fast_start[k], fast_end[k]) for k in fast_start)
+    # The fast learner started as an exact copy of the slow one.
+    assert all(torch.equal(fast_start[k], before[k]) for k in before)
+
+
+def test_optimiser_sees_only_the_trained_adapter_and_its_cosine_head(stream_run):
+    strategy, recorder, _ = stream_run
+    model = strategy.model
+    fast_params = {id(p) for n, p in model.detector.backbone.named_parameters() if ".fast." in n}
+    slow_params = {id(p) for n, p in model.detector.backbone.named_parameters() if ".slow." in n}
+    head_params = {id(p) for p in model.fast_head.parameters()}
+    assert recorder.optimised[1] == fast_params | head_params
+    assert not recorder.optimised[1] & slow_params
+    assert not recorder.optimised[0] & fast_params
+
+
+def test_cosine_schedule_spans_exactly_the_iterations_run(stream_run):
+    _, recorder, _ = stream_run
+    for lrs, epochs in zip(recorder.lrs, (3, 2)):
+        total = epochs * math.ceil(48 / 16)
+        assert len(lrs) == total
+        expected = [LR * 0.5 * (1 + math.cos(math.pi * step / total)) for step in range(1, total + 1)]
+        assert lrs == pytest.approx(expected, abs=1e-12)
+
+
+def test_eval_forward_is_the_entropy_merged_analytic_prediction(stream_run):
+    strategy, _, bench = stream_run
+    model = strategy.model.eval()
+    x = next(iter(torch.utils.data.DataLoader(bench.test_stream[1].dataset.eval(), batch_size=8)))[0]
+    with torch.no_grad():
+        logits = model(x)
+        w_slow, w_fast = strategy.aggregation_weights
+        features = model.detector.multi_features(x, ["slow", "fast"])
+        expected = merge_logits(model.slow_analytic(features["slow"]), model.fast_analytic(features["fast"]), 1.0)
+    assert logits.shape == (8, 3)
+    assert torch.allclose(logits, expected.logits, atol=1e-5)
+    assert torch.allclose(w_slow + w_fast, torch.ones(8))
+    assert torch.allclose(w_fast, expected.w_fast, atol=1e-6)
+    assert torch.equal(model.last_features, features["fast"])
+    assert len(strategy.chosen_ridges) == 2 and all(set(c) == {"slow", "fast"} for c in strategy.chosen_ridges)
+
+
+def test_merged_prediction_learns_both_generators(stream_run):
+    strategy, _, bench = stream_run
+    assert _accuracy(strategy, bench.test_stream) >= 0.75
+
+
+def _state_shapes(strategy: SlowFastStrategy) -> dict[str, tuple[int, ...]]:
+    shapes = {f"model.{k}": tuple(v.shape) for k, v in strategy.model.state_dict().items()}
+    for i, state in strategy.optimizer.state_dict()["state"].items():
+        shapes.update({f"optim.{i}.{k}": tuple(v.shape) for k, v in state.items() if torch.is_tensor(v)})
+    for owner, obj in (("strategy", strategy), ("learners", strategy.model)):
+        shapes.update({f"{owner}.{k}": tuple(v.shape) for k, v in vars(obj).items() if torch.is_tensor(v)})
+    return shapes
+
+
+def test_state_holds_no_exemplar_and_does_not_grow_with_images(stream_run):
+    small, _, _ = stream_run
+    large, _, _ = _run(80)
+    shapes = _state_shapes(small)
+    assert not [k for k, s in shapes.items() if len(s) == 4 and s[1:] == (3, IMAGE, IMAGE)]
+    # The last batch's features are kept for plug-ins: batch-sized, never image-count-sized.
+    per_batch = {k for k in shapes if k.startswith("learners.last_") or k.startswith("learners._teacher")}
+    assert all(shapes[k][0] <= 64 for k in per_batch)
+    large_shapes = _state_shapes(large)
+    assert {k: v for k, v in shapes.items() if k not in per_batch} == {
+        k: v for k, v in large_shapes.items() if k not in per_batch
+    }
+    assert int(large.model.slow_analytic.samples_seen) == 160
+
+
+def test_online_stream_needs_task_boundaries_and_switches_learners_once_per_experience():
+    bench = _benchmark(32)
+    strategy = SlowFastStrategy(
+        model=_detector(), config=SlowFastConfig(projection_dim=32), train_mb_size=16, evaluator=None
+    )
+    with pytest.raises(ValueError, match="access_task_boundaries=True"):
+        strategy.train(next(iter(split_online_stream(bench.train_stream, 16))), eval_streams=[])
+    online = split_online_stream(bench.train_stream, 16, access_task_boundaries=True)
+    phases = []
+    for sub in online:
+        strategy.train(sub, eval_streams=[])
+        phases.append(strategy.model.learner)
+    assert phases == ["slow", "fast", "fast", "fast"]
+    assert len(strategy.chosen_ridges) == 2
+    assert int(strategy.model.slow_analytic.samples_seen) == 64
