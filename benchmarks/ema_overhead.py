@@ -5,7 +5,7 @@ plain fine-tuning steps vs. fine-tuning steps followed by ``EMABalance.step()``.
 median of the per-repetition time ratios, the median time of ``EMABalance.step()`` alone, and
 the bytes of the two extra float32 copies.
 
-    PYTHONPATH=. python benchmarks/ema_overhead.py --threads 1 --out benchmarks/results/ema_overhead.md
+    python benchmarks/ema_overhead.py --threads 1 --out benchmarks/results/ema_overhead.md
 """
 
 from __future__ import annotations
@@ -15,44 +15,20 @@ import os
 import platform
 import statistics
 import sys
-import time
-from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
+
+from timing import benchmark_parser, timed
 
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
 from cldf.methods.ema_balance import EMABalance, select_parameters
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
-    parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rank", type=int, default=16, help="LoRA rank of the adapter")
-    parser.add_argument("--reps", type=int, default=40, help="interleaved repetitions")
+    parser = benchmark_parser(__doc__, reps=40)
     parser.add_argument("--steps", type=int, default=1, help="training steps per repetition and variant")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, help="write the markdown report here (default: print only)")
     return parser.parse_args(argv)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], None], n: int, device: torch.device) -> float:
-    """Seconds per call of ``fn`` over ``n`` calls."""
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / n
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> str:
@@ -86,11 +62,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
     plain_times, ema_times, ratios, ema_only = [], [], [], []
     for rep in range(args.reps):
         order = (plain_step, ema_step) if rep % 2 == 0 else (ema_step, plain_step)
-        times = {fn: _timed(fn, args.steps, device) for fn in order}
+        times = {fn: timed(fn, args.steps, device) for fn in order}
         plain_times.append(times[plain_step])
         ema_times.append(times[ema_step])
         ratios.append(times[ema_step] / times[plain_step])
-        ema_only.append(_timed(ema.step, 10, device))
+        ema_only.append(timed(ema.step, 10, device))
 
     n_params = sum(p.numel() for _, p in trainable)
     param_bytes = sum(p.numel() * p.element_size() for _, p in trainable)
@@ -101,7 +77,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
         "# EMA balance weighting: cost per training step",
         "",
         "```",
-        " ".join(["PYTHONPATH=. python benchmarks/ema_overhead.py", *argv]),
+        " ".join(["python benchmarks/ema_overhead.py", *argv]),
         "```",
         "",
         f"- device: {device} ({_device_name(device)}, {os.cpu_count()} CPUs), torch {torch.__version__}, "

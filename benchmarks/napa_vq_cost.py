@@ -18,49 +18,26 @@ import argparse
 import platform
 import statistics
 import sys
-import time
-from pathlib import Path
 from typing import Callable
 
 import faiss
 import torch
 import torch.nn.functional as F
 
+from timing import benchmark_parser, timed
+
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
 from cldf.methods.napa_vq import CodeBook, DetectorAdapterSnapshot, NAPAVQ, NAPAVQConfig
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
-    parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rank", type=int, default=16, help="LoRA rank of the adapter")
-    parser.add_argument("--reps", type=int, default=12, help="interleaved repetitions")
+    parser = benchmark_parser(__doc__, reps=12)
     parser.add_argument("--steps", type=int, default=2, help="training steps per repetition and variant")
     parser.add_argument("--graph-reps", type=int, default=30, help="repetitions per graph-update timing")
     parser.add_argument("--cv-lr", type=float, default=0.05,
                         help="code-vector lr in both experiences (timing-neutral; the spec's 5 / 0.5 "
                              "diverge with 2-3 classes per batch)")
-    parser.add_argument("--threads", type=int, default=0, help="torch/faiss threads (0: leave as is)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, help="write the markdown report here (default: print only)")
     return parser.parse_args(argv)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], None], n: int, device: torch.device) -> float:
-    """Seconds per call of ``fn`` over ``n`` calls."""
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / n
 
 
 def _interleaved(variants: dict[str, Callable[[], None]], reps: int, steps: int,
@@ -70,7 +47,7 @@ def _interleaved(variants: dict[str, Callable[[], None]], reps: int, steps: int,
     names = list(variants)
     for rep in range(reps):
         for name in names if rep % 2 == 0 else names[::-1]:
-            times[name].append(_timed(variants[name], steps, device))
+            times[name].append(timed(variants[name], steps, device))
     return times
 
 
@@ -143,7 +120,7 @@ def _graph_timings(args: argparse.Namespace, device: torch.device, dim: int) -> 
             book.grow(num)
             book.update_graph(z)
             timings.append(statistics.median(
-                _timed(lambda: book.update_graph(z), 1, device) for _ in range(args.graph_reps)))
+                timed(lambda: book.update_graph(z), 1, device) for _ in range(args.graph_reps)))
         rows.append((num, timings[0], timings[1]))
     return rows
 

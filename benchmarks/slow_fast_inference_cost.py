@@ -20,28 +20,21 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
+
+from timing import benchmark_parser, sync
 
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
 from cldf.methods.slow_fast import SlowFastConfig, SlowFastLearners, merge_logits
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
-    parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rank", type=int, default=16, help="LoRA rank of the adapters")
+    parser = benchmark_parser(__doc__, reps=15)
     parser.add_argument("--tuned-stages", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--projection-dim", type=int, default=2048, help="M of the analytic heads")
     parser.add_argument("--classes", type=int, default=5)
-    parser.add_argument("--reps", type=int, default=15, help="interleaved repetitions")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out", type=Path, help="write the markdown report here (default: print only)")
     return parser.parse_args(argv)
 
 
@@ -76,10 +69,6 @@ def _variants(model: SlowFastLearners) -> dict[str, Callable[[torch.Tensor], tor
     return {"single": single, "merged": model, "two-pass": two_pass}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 @torch.no_grad()
 def _measure(model: SlowFastLearners, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -98,10 +87,10 @@ def _measure(model: SlowFastLearners, args: argparse.Namespace) -> dict[str, lis
         order = names[rep % len(names):] + names[: rep % len(names)]
         for name in order:
             fresh = x.clone()  # the detector caches the prefix per input tensor: never reuse one
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             variants[name](fresh)
-            _sync(device)
+            sync(device)
             times[name].append(time.perf_counter() - start)
     return times
 
