@@ -3,6 +3,8 @@
 import math
 
 import pytest
+
+from cldf.config_io import ConfigError, from_mapping
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -311,7 +313,7 @@ def test_config_errors_name_the_field(kwargs, field):
         EMABalanceConfig(**kwargs)
 
 
-def test_config_from_dict_rejects_unknown_keys():
-    assert EMABalanceConfig.from_dict({"mode": "clip", "include": ["fast"]}).include == ("fast",)
-    with pytest.raises(ValueError, match="unknown setting.*decay"):
-        EMABalanceConfig.from_dict({"decay": 0.99})
+def test_config_from_mapping_rejects_unknown_keys():
+    assert from_mapping(EMABalanceConfig, {"mode": "clip", "include": ["fast"]}, "ema_balance").include == ("fast",)
+    with pytest.raises(ConfigError, match="ema_balance: unknown key.*decay"):
+        from_mapping(EMABalanceConfig, {"decay": 0.99}, "ema_balance")

@@ -3,6 +3,8 @@
 import math
 
 import pytest
+
+from cldf.config_io import ConfigError, from_mapping
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -297,5 +299,5 @@ def test_nearest_cv_prediction_uses_cosine_to_unrotated_code_vectors():
 def test_config_names_bad_fields(field, value):
     with pytest.raises(ValueError, match=field):
         NAPAVQConfig(**{field: value})
-    with pytest.raises(ValueError, match="unknown NAPAVQConfig field"):
-        NAPAVQConfig.from_dict({"temperature": 0.1})
+    with pytest.raises(ConfigError, match="unknown key.*temperature.*allowed: .*T, "):
+        from_mapping(NAPAVQConfig, {"temperature": 0.1}, "napa_vq")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 MODES = ("fallback", "clip")
 END_OF_EXPERIENCE = ("swap", "shadow_eval")
@@ -65,12 +63,3 @@ class EMABalanceConfig:
             raise ValueError(
                 f"ema_balance.on_missing_grad={self.on_missing_grad!r}; valid: {', '.join(ON_MISSING_GRAD)}"
             )
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "EMABalanceConfig":
-        """Build from a mapping (e.g. a ``yaml.safe_load`` section); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"ema_balance: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        return cls(**values)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 PREDICTION_MODES = ("head", "nearest_cv")
 
@@ -80,14 +80,3 @@ class NAPAVQConfig:
             errors.append(f"use_rotations={self.use_rotations!r} must be true or false")
         if errors:
             raise ValueError("invalid NAPAVQConfig: " + "; ".join(errors))
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "NAPAVQConfig":
-        """Build from a mapping (e.g. a recipe's YAML section), naming unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown NAPAVQConfig field(s) {unknown}; valid fields: {sorted(known)}"
-            )
-        return cls(**values)
