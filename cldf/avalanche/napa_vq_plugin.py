@@ -18,6 +18,7 @@ from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from cldf.avalanche.experience import experience_classes
 from cldf.detector import Detector
 from cldf.methods.napa_vq import (
     DetectorAdapterSnapshot, FeatureSums, FrozenModelCopy, NAPAVQ, NAPAVQConfig, PreviousFeatures,
@@ -38,14 +39,6 @@ def default_previous(model: nn.Module, adapter: Optional[str] = None) -> Previou
     if isinstance(model, Detector):
         return DetectorAdapterSnapshot(model, adapter=adapter)
     return FrozenModelCopy(model)
-
-
-def experience_classes(experience: Any) -> list[int]:
-    """Class ids in an experience (``classes_in_this_experience``, else its dataset's targets)."""
-    classes = getattr(experience, "classes_in_this_experience", None)
-    if classes is None:
-        classes = experience.dataset.targets.uniques
-    return sorted(int(c) for c in classes)
 
 
 class NAPAVQPlugin(SupervisedPlugin):

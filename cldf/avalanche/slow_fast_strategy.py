@@ -18,14 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
 from ..methods.slow_fast import SlowFastConfig, SlowFastLearners
-
-
-def experience_classes(experience: Any) -> list[int]:
-    """Class ids of an experience: ``classes_in_this_experience``, else its dataset's targets."""
-    classes = getattr(experience, "classes_in_this_experience", None)
-    if classes is None:
-        classes = experience.dataset.targets.uniques
-    return sorted(int(c) for c in classes)
+from .experience import experience_classes
 
 
 class _FinishExperience(SupervisedPlugin):
