@@ -128,7 +128,7 @@ def test_prototypes_are_mean_eval_features_of_the_trained_model(one_experience):
     model.eval()
     with torch.no_grad():
         model(x)
-    feats = model.last_features
+    feats = torch.nn.functional.normalize(model.last_features, dim=1)  # NAPA-VQ's space (normalize=True)
     means = napa.learner.prototypes.means
     assert torch.allclose(means[0], feats[y == 0].mean(0), atol=1e-5)
     assert torch.allclose(means[1], feats[y == 1].mean(0), atol=1e-5)

@@ -133,6 +133,7 @@ class NAPAVQPlugin(SupervisedPlugin):
         sums = self.learner.new_feature_sums()
         for batch in loader:
             x, y = batch[0].to(strategy.device), batch[1].to(self.learner.device)
-            sums.add(self._features(strategy, x).to(self.learner.device), self.learner.prototype_labels(y))
+            features = self.learner.embed(self._features(strategy, x).to(self.learner.device))
+            sums.add(features, self.learner.prototype_labels(y))
         model.train(was_training)
         return sums

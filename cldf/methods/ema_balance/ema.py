@@ -32,7 +32,7 @@ def parameter_group(name: str) -> str:
             return tag
     if any(part.startswith(("hada_", "lokr_")) for part in parts):
         return "adapter"
-    if any(part in _HEAD_COMPONENTS for part in parts):
+    if any(part in _HEAD_COMPONENTS or part.endswith("_head") for part in parts):
         return "head"
     if any("norm" in part or part.startswith("bn") or part == "ln" for part in parts):
         return "norm"

@@ -80,12 +80,13 @@ class CodeBook(nn.Module):
     """
 
     def __init__(self, dim: int, k: int = 15, epsilon: float = 0.9, max_age: int = 10,
-                 faiss_threshold: int = 2048) -> None:
+                 faiss_threshold: int = 2048, init_scale: float = 1.0) -> None:
         super().__init__()
         if dim < 1:
             raise ValueError(f"CodeBook dim={dim!r} must be >= 1")
         self.k, self.epsilon, self.max_age = k, epsilon, max_age
         self.faiss_threshold = faiss_threshold
+        self.init_scale = init_scale
         self.vectors = nn.Parameter(torch.empty(0, dim))
         self.register_buffer("edges", torch.zeros(0, 0))
         self.register_buffer("frozen", torch.zeros(0, dtype=torch.bool))
@@ -95,14 +96,14 @@ class CodeBook(nn.Module):
         return self.vectors.shape[0]
 
     def grow(self, n: int, generator: torch.Generator | None = None) -> bool:
-        """Make at least ``n`` code vectors; new ones are N(0, 1) with an identity edge row.
+        """Make at least ``n`` code vectors; new ones are N(0, init_scale^2) with an identity edge row.
 
         Returns True when the parameter was replaced (an optimiser over it must be rebuilt).
         """
         old = self.num_vectors
         if n <= old:
             return False
-        new = torch.randn(n - old, self.vectors.shape[1], generator=generator)
+        new = torch.randn(n - old, self.vectors.shape[1], generator=generator) * self.init_scale
         data = torch.cat([self.vectors.data, new.to(self.vectors)])
         self.vectors = nn.Parameter(data)
         edges = torch.eye(n, dtype=self.edges.dtype, device=self.edges.device)

@@ -34,6 +34,10 @@ class NAPAVQConfig:
         prediction: "head" keeps the model's logits; "nearest_cv" predicts with the
             cosine similarity to the code vectors (divided by T).
         seed: seed of the pseudo-feature sampler and of new code vectors.
+        normalize: (cldf) run every NAPA-VQ term on L2-normalised features (unit sphere, new
+            code vectors drawn at scale 1/sqrt(d)). The original's raw squared distances
+            between high-dimensional backbone features (|z| ~ 30 for 1280-d EfficientNet
+            features) make the separation loss explode within a few steps.
     """
 
     T: float = 0.1
@@ -55,6 +59,7 @@ class NAPAVQConfig:
     use_rotations: bool = False
     prediction: str = "head"
     seed: int = 0
+    normalize: bool = True
 
     def __post_init__(self) -> None:
         errors = []

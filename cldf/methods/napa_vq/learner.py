@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Iterable, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from cldf.methods.napa_vq.codebook import CodeBook
@@ -34,8 +35,8 @@ class NAPAVQ:
         self.dim = dim
         self.device = torch.device(device)
         self.rotations = 4 if config.use_rotations else 1
-        self.codebook = CodeBook(dim, config.k, config.epsilon, config.max_age,
-                                 config.faiss_threshold).to(self.device)
+        self.codebook = CodeBook(dim, config.k, config.epsilon, config.max_age, config.faiss_threshold,
+                                 init_scale=dim ** -0.5 if config.normalize else 1.0).to(self.device)
         self.prototypes = PrototypeStore(dim).to(self.device)
         self.previous = previous
         self.classes_seen = torch.zeros(0, dtype=torch.bool, device=self.device)
@@ -62,6 +63,10 @@ class NAPAVQ:
         self.optimizer = torch.optim.SGD([self.codebook.vectors], lr=lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=cfg.cv_lr_step_epochs, gamma=cfg.cv_lr_gamma)
+
+    def embed(self, z: Tensor) -> Tensor:
+        """Backbone features -> the space of the code vectors and prototypes."""
+        return F.normalize(z, dim=1) if self.config.normalize else z
 
     def new_feature_sums(self) -> FeatureSums:
         """An empty accumulator for the end-of-experience prototype pass."""
@@ -100,7 +105,8 @@ class NAPAVQ:
             raise ValueError(f"NAPAVQ.training_loss: expected {self.rotations} views, got {len(views)}")
         cfg = self.config
         vectors = self.codebook.vectors
-        z = torch.cat(list(views))
+        views = [self.embed(v) for v in views]
+        z = torch.cat(views)
         labels = torch.cat([y * self.rotations + r for r in range(self.rotations)])
         neighbours = self.codebook.neighbour_mask()
         terms = {
@@ -114,7 +120,7 @@ class NAPAVQ:
             terms["na_pseudo"] = separation_loss(p, c, vectors, neighbours, cfg.na_scale)
             terms["pa"] = distance_cross_entropy(p, c, vectors, cfg.T)
         if z_old is not None:
-            terms["kd"] = feature_distillation(views[0], z_old)
+            terms["kd"] = feature_distillation(views[0], self.embed(z_old))
         weights = {"dce": cfg.w_dce, "na": cfg.w_na, "na_pseudo": cfg.w_na, "pa": cfg.w_pa, "kd": cfg.w_kd}
         total = sum(weights[name] * value for name, value in terms.items())
         self.codebook.update_graph(z.detach())
