@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from safetensors.torch import load, save
 from torch import Tensor
 
 from .atomic_io import write_bytes_atomic, write_json_atomic
 
-FORMAT = "cldf-checkpoint/1"
+FORMAT = "cldf-checkpoint/2"
 STATE_FILE = "state.safetensors"
 MANIFEST_FILE = "manifest.json"
 
@@ -58,7 +58,10 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     pointer = Path(run_dir) / "checkpoints" / "latest.json"
     if not pointer.is_file():
         return None
-    return pointer.parent / json.loads(pointer.read_text())["checkpoint"]
+    try:
+        return pointer.parent / json.loads(pointer.read_text())["checkpoint"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{pointer} is damaged ({err}); pass a checkpoint folder such as {pointer.parent}/exp_000 instead") from err
 
 
 def load_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -80,11 +83,26 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return load(data), manifest
 
 
-def check_compatible(manifest: Mapping[str, Any], expected: Mapping[str, Any], source: Path) -> None:
-    """Raise listing every setting (backbone, class map, recipe, ...) that differs."""
+def check_compatible(manifest: Mapping[str, Any], expected: Mapping[str, Any], source: Path,
+                     ignore: Sequence[str] = ()) -> None:
+    """Raise listing every setting (``recipe.detector.backbone``, ``class_names``, ...) whose value
+    in ``manifest`` differs from ``expected``; nested mappings are compared key by key, and keys
+    in ``ignore`` (dotted) are skipped."""
+    found, wanted = _flatten(manifest), _flatten(json.loads(json.dumps(expected, default=str)))  # as stored
     diffs = [
-        f"{key}: checkpoint {manifest.get(key)!r} vs now {value!r}"
-        for key, value in expected.items() if manifest.get(key) != value
+        f"{key}: checkpoint {found.get(key, '<absent>')!r} vs now {wanted.get(key, '<absent>')!r}"
+        for key in sorted(set(wanted) | {k for k in found if k.split(".", 1)[0] in expected})
+        if key not in ignore and found.get(key) != wanted.get(key)
     ]
     if diffs:
         raise CheckpointError(f"checkpoint {source} was made for another setup:\n  " + "\n  ".join(diffs))
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .config_io import ConfigError
+from .streams.errors import StreamDataError, StreamSpecError
 
 EMBEDDED_STREAM = Path(__file__).resolve().parent.parent / "benchmarks" / "streams" / "embedded.yaml"
 DATA_LAYOUTS = ("cddb", "folders", "deepfakebench", "csv")
@@ -26,15 +27,22 @@ class UsageError(ValueError):
     """A command-line problem found before any training."""
 
 
+class RunError(RuntimeError):
+    """Training or a checkpoint failed; the message says what was kept."""
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``cldf`` command."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (UsageError, ConfigError, FileNotFoundError) as err:
+    except (UsageError, ConfigError, StreamSpecError, StreamDataError, FileNotFoundError) as err:
         print(f"cldf {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RunError as err:
+        print(f"cldf {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_stream_arguments(run)
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe setting, e.g. training.epochs=3")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--out", required=True, type=Path, help="output folder (results.json, report.md, plots, checkpoints)")
+    run.add_argument("--out", type=Path, help="output folder (results.json, report.md, plots, checkpoints); default: the --resume folder")
+    run.add_argument("--resume", type=Path, metavar="DIR",
+                     help="continue a run after its last completed experience (a run folder or one checkpoint folder)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(handler=_cmd_run)
 
@@ -123,25 +133,39 @@ def _generator_order(root: Path, layout: str, order: Optional[str]) -> list[str]
     return names
 
 
-def _run_one(recipe_name: str, overrides: list[str], stream: Any, out: Path, seed: int, progress: bool) -> dict:
+def _run_one(recipe_name: str, overrides: list[str], stream: Any, out: Path, seed: int, progress: bool,
+             resume: Optional[Path] = None) -> dict:
+    from .checkpoint import CheckpointError, latest_checkpoint
+    from .faults import NonFiniteLossError
     from .recipes import load_recipe
     from .runner import run
 
     recipe = load_recipe(recipe_name, overrides)
     check_writable(out)
     print(f"== {recipe_name}: {recipe.description} | stream {stream.spec.name}: {', '.join(stream.experience_names)}")
-    return run(recipe, stream, seed=seed, out_dir=out, recipe_name=Path(recipe_name).stem, progress=progress)
+    try:
+        return run(recipe, stream, seed=seed, out_dir=out, recipe_name=Path(recipe_name).stem, resume=resume,
+                   progress=progress)
+    except CheckpointError as err:
+        raise RunError(str(err)) from err
+    except NonFiniteLossError as err:
+        last = latest_checkpoint(out)
+        kept = f"last good checkpoint: {last} (continue with --resume {out}" if last else "no checkpoint yet (start again"
+        raise RunError(f"{err}\n{kept}; --set training.on_nonfinite_loss=skip drops such batches)") from err
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .recipes import load_recipe
 
+    out = args.out or args.resume
+    if out is None:
+        raise UsageError("give --out DIR (or --resume DIR to continue a run in its own folder)")
     load_recipe(args.recipe, args.set)  # validate before touching data
-    check_writable(args.out)
+    check_writable(out)
     stream = stream_from_args(args)
-    results = _run_one(args.recipe, args.set, stream, args.out, args.seed, not args.no_progress)
+    results = _run_one(args.recipe, args.set, stream, out, args.seed, not args.no_progress, args.resume)
     m = results["metrics"]
-    print(f"final average AUC {m['avg_auc']:.3f}, forgetting {_fmt(m['forgetting_auc'])}; results in {args.out}")
+    print(f"final average AUC {m['avg_auc']:.3f}, forgetting {_fmt(m['forgetting_auc'])}; results in {out}")
     return 0
 
 
@@ -182,10 +206,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
     from .predict import image_files, load_trained, predict_files
 
     files = image_files(args.images)
-    trained = load_trained(args.checkpoint)
+    try:
+        trained = load_trained(args.checkpoint)
+    except CheckpointError as err:
+        raise RunError(str(err)) from err
     rows = list(predict_files(trained, files))
     if args.format == "json":
         json.dump(rows, sys.stdout, indent=2)

@@ -34,6 +34,8 @@ def from_mapping(cls: type[T], raw: Mapping[str, Any] | None, where: str) -> T:
         hint = hints.get(key)
         if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
             value = from_mapping(hint, value, f"{where}.{key}")
+        elif hint in (int, float) and isinstance(value, (str, int)) and not isinstance(value, bool):
+            value = _number(value, hint, f"{where}.{key}")
         kwargs[key] = value
     try:
         return cls(**kwargs)
@@ -43,9 +45,15 @@ def from_mapping(cls: type[T], raw: Mapping[str, Any] | None, where: str) -> T:
         raise ConfigError(f"{where}: {err}") from err
 
 
-def to_mapping(obj: Any) -> Any:
-    """A dataclass (possibly nested) as plain dicts, for results.json and checkpoints."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+def _number(value: str | int, kind: type, where: str) -> int | float:
+    """YAML 1.1 reads ``1e-4`` as a string; accept it (and ints for floats) as the field's type."""
+    try:
+        number = kind(value)
+    except ValueError as err:
+        raise ConfigError(f"{where}={value!r} is not a valid {kind.__name__}") from err
+    if kind is int and isinstance(value, str) and str(number) != value.strip():
+        raise ConfigError(f"{where}={value!r} is not an integer")
+    return number
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

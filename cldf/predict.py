@@ -10,9 +10,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint
 from .detector import Detector
 from .recipes import parse_recipe
+from .run_state import detector_of, restore_model
 from .scores import p_fake_from_logits
 from .strategies import model_for
 
@@ -35,33 +36,10 @@ def load_trained(path: str | Path) -> TrainedDetector:
     folder = latest_checkpoint(path) or path
     tensors, manifest = load_checkpoint(folder)
     recipe = parse_recipe(manifest["recipe"], f"{folder}/manifest.json")
-    detector = Detector(recipe.detector)
-    model = model_for(recipe, detector)
-    for name in manifest["adapters"]:
-        if name not in detector.adapter_names:
-            detector.add_adapter(name)
-    model.grow_classes(len(manifest["class_names"]))
-    state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not _is_backbone(model, k)]
-    if result.unexpected_keys or missing:
-        raise CheckpointError(
-            f"{folder}: tensors do not fit the {recipe.strategy} model; "
-            f"unexpected: {result.unexpected_keys[:5]}, missing: {missing[:5]}"
-        )
-    detector.set_adapter(manifest["active_adapter"])
-    for name in manifest["frozen_adapters"]:
-        detector.freeze_adapter(name)
+    model = model_for(recipe, Detector(recipe.detector))
+    restore_model(model, tensors, manifest["model"], folder)
     model.eval()
-    return TrainedDetector(model, detector, list(manifest["class_names"]), list(manifest["real_classes"]))
-
-
-def _is_backbone(model: nn.Module, key: str) -> bool:
-    for name, module in model.named_modules():
-        prefix = f"{name}." if name else ""
-        if isinstance(module, Detector) and key.startswith(prefix):
-            return module.is_backbone_key(key[len(prefix):])
-    return False
+    return TrainedDetector(model, detector_of(model), list(manifest["class_names"]), list(manifest["real_classes"]))
 
 
 def image_files(target: str | Path) -> list[Path]:

@@ -21,6 +21,7 @@ from .methods.slow_fast import SlowFastConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "strategies"
 OPTIMIZERS = ("adamw", "sgd")
+NONFINITE_LOSS_POLICIES = ("error", "skip")
 
 
 @dataclass
@@ -35,10 +36,15 @@ class TrainingConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     num_workers: int = 0
+    on_nonfinite_loss: str = "error"  # "error": stop the run; "skip": drop the batch and count it
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"training.optimizer={self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.on_nonfinite_loss not in NONFINITE_LOSS_POLICIES:
+            raise ValueError(
+                f"training.on_nonfinite_loss={self.on_nonfinite_loss!r}; valid: {', '.join(NONFINITE_LOSS_POLICIES)}"
+            )
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"training.{key}={getattr(self, key)!r} must be a positive integer")

@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
+from torch import Tensor
+from tqdm.auto import tqdm
 
 from .atomic_io import write_json_atomic
+from .checkpoint import CheckpointError, check_compatible, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 from .cost import kept_state_bytes
-from .checkpoint import checkpoint_dir, save_checkpoint
-from .detector import Detector, learned_state_dict
+from .detector import Detector
+from .faults import NonFiniteLossGuard
 from .metrics.avalanche_metrics import DetectionPluginMetric
 from .progress import EpochProgressPlugin
 from .recipes import Recipe
 from .report.report import write_report
-from .report.results import build_results, peak_rss_mb
+from .report.results import build_results, package_versions, peak_rss_mb
+from .run_state import OptimizerStateLoader, capture, restore
 from .strategies import build_strategy
 from .streams import Stream, to_benchmark
+
+# Settings that may change between a run and its resumption: they do not shape what is learned.
+RESUME_FREE_SETTINGS = (
+    "recipe.description", "recipe.detector.device", "recipe.training.num_workers",
+    "recipe.training.on_nonfinite_loss", "stream.root", "stream.description",
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -33,13 +45,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def checkpoint_tensors(strategy: Any) -> dict[str, torch.Tensor]:
-    """The learned model state (no frozen backbone) and every stateful plug-in's tensors."""
-    tensors = {f"model.{k}": v for k, v in learned_state_dict(strategy.model).items()}
+def run_setup(recipe: Recipe, stream: Stream, seed: int) -> dict[str, Any]:
+    """What a checkpoint must share with the run resuming it: recipe, seed, stream, class map."""
+    return {
+        "recipe": recipe.to_raw(), "seed": seed,
+        "stream": json.loads(json.dumps(asdict(stream.spec), default=str)),
+        "class_names": list(stream.class_map.names),
+    }
+
+
+def resume_point(path: Path, setup: dict[str, Any]) -> tuple[Path, dict[str, Tensor], dict[str, Any]]:
+    """The verified checkpoint to resume from (a run folder's latest, or a checkpoint folder), after
+    checking it was made for ``setup``; damage or another setup is a :class:`CheckpointError`."""
+    folder = latest_checkpoint(path) or Path(path)
+    try:
+        tensors, manifest = load_checkpoint(folder)
+    except CheckpointError as err:
+        earlier = sorted(str(p) for p in folder.parent.glob("exp_*") if p.name < folder.name)
+        raise CheckpointError(f"{err}; earlier checkpoints you can resume from: {', '.join(earlier)}" if earlier else str(err)) from err
+    check_compatible(manifest, setup, folder, ignore=RESUME_FREE_SETTINGS)
+    return folder, tensors, manifest
+
+
+def method_stats(strategy: Any, earlier: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-experience statistics of plug-ins with ``alpha_stats`` (keys as strings, as in JSON),
+    added to those of the experiences before a resumption."""
+    stats = {}
     for plugin in strategy.plugins:
-        if hasattr(plugin, "state_dict"):
-            tensors.update({f"plugin.{type(plugin).__name__}.{k}": v for k, v in plugin.state_dict().items()})
-    return tensors
+        if hasattr(plugin, "alpha_stats"):
+            name = type(plugin).__name__
+            stats[name] = {**earlier.get(name, {}), **{str(k): v for k, v in plugin.alpha_stats().items()}}
+    return stats
 
 
 def summary_line(i: int, names: list[str], auc_row: np.ndarray, seconds: float) -> str:
@@ -57,6 +93,8 @@ def run(
     seed: int = 0,
     out_dir: Optional[Path] = None,
     recipe_name: Optional[str] = None,
+    resume: Optional[Path] = None,
+    plugins: Sequence[SupervisedPlugin] = (),
     progress: bool = True,
     echo: Callable[[str], None] = tqdm.write,
 ) -> dict[str, Any]:
@@ -64,8 +102,13 @@ def run(
 
     After each training experience the whole test stream is evaluated, filling the R matrices
     (unseen generators included). Returns the ``results.json`` dictionary; with ``out_dir`` it
-    also writes ``results.json``, ``report.md`` and the plots there.
+    also writes a checkpoint after every experience, then ``results.json``, ``report.md`` and the
+    plots. ``resume`` (a run folder or a checkpoint folder) continues after its last completed
+    experience, with the same results as an uninterrupted run. Extra ``plugins`` (loggers, ...)
+    run before the non-finite loss guard.
     """
+    setup = run_setup(recipe, stream, seed)
+    resumed = resume_point(Path(resume), setup) if resume is not None else None
     seed_everything(seed)
     detector = Detector(recipe.detector)
     benchmark = to_benchmark(stream, detector.preprocess)
@@ -74,26 +117,34 @@ def run(
     with warnings.catch_warnings():  # cldf reports through results.json, not Avalanche loggers
         warnings.filterwarnings("ignore", message="No loggers specified")
         evaluator = EvaluationPlugin(metric, loggers=[])
-    strategy = build_strategy(recipe, detector, evaluator, [EpochProgressPlugin(len(names), names, progress)])
-    train_seconds = 0.0
-    trainable = 0
-    for i, experience in enumerate(benchmark.train_stream):
+    guard = NonFiniteLossGuard(recipe.training.on_nonfinite_loss, names)
+    extra = [*plugins, EpochProgressPlugin(len(names), names, progress), OptimizerStateLoader(), guard]
+    strategy = build_strategy(recipe, detector, evaluator, extra)
+    first_optimizer = strategy.optimizer
+    done, train_seconds, trainable, earlier_stats = 0, 0.0, 0, {}
+    if resumed is not None:
+        folder, tensors, manifest = resumed
+        restore(strategy, metric, tensors, manifest, folder)
+        done, train_seconds = manifest["completed_experiences"], manifest["train_seconds"]
+        trainable, earlier_stats = manifest["trainable_params"], manifest["method_stats"]
+        echo(f"resumed from {folder}: {done}/{len(names)} experiences done")
+    for i in range(done, len(names)):
         start = time.perf_counter()
-        strategy.train(experience, num_workers=recipe.training.num_workers)
+        strategy.train(benchmark.train_stream[i], num_workers=recipe.training.num_workers)
         seconds = time.perf_counter() - start
         train_seconds += seconds
         trainable = max(trainable, sum(p.numel() for p in strategy.model.parameters() if p.requires_grad))
         strategy.eval(benchmark.test_stream, num_workers=recipe.training.num_workers)
         echo(summary_line(i, names, metric.matrix("auc", len(names))[i], seconds))
         if out_dir is not None:
-            manifest = {
-                "recipe": recipe.to_raw(), "recipe_name": recipe_name or recipe.strategy, "seed": seed,
-                "stream": stream.spec.name, "experience_names": names, "completed_experiences": i + 1,
-                "class_names": list(stream.class_map.names), "real_classes": list(benchmark.real_classes),
-                "adapters": detector.adapter_names, "frozen_adapters": sorted(detector.frozen_adapters),
-                "active_adapter": detector.active_adapter,
-            }
-            save_checkpoint(checkpoint_dir(Path(out_dir), i), checkpoint_tensors(strategy), manifest)
+            # an optimiser rebuilt at each experience (slow/fast) starts fresh: nothing to keep
+            tensors, state_info = capture(strategy, metric, with_optimizer=strategy.optimizer is first_optimizer)
+            save_checkpoint(checkpoint_dir(Path(out_dir), i), tensors, {
+                **setup, **state_info, "recipe_name": recipe_name or recipe.strategy, "experience_names": names,
+                "real_classes": list(benchmark.real_classes), "completed_experiences": i + 1,
+                "train_seconds": train_seconds, "trainable_params": trainable,
+                "method_stats": method_stats(strategy, earlier_stats), "versions": package_versions(),
+            })
     results = build_results(
         strategy=recipe_name or recipe.strategy,
         stream_name=stream.spec.name,
@@ -105,13 +156,16 @@ def run(
             "state_bytes": kept_state_bytes(strategy),
             "peak_rss_mb": peak_rss_mb(),
         },
-        config={"recipe": recipe.to_raw(), "stores_exemplars": recipe.stores_exemplars},
+        config={"recipe": recipe.to_raw(), "stream": setup["stream"], "stores_exemplars": recipe.stores_exemplars},
         seed=seed,
     )
     results["weights_source"] = detector.weights_source
-    results["method_stats"] = {
-        type(p).__name__: p.alpha_stats() for p in strategy.plugins if hasattr(p, "alpha_stats")
+    results["method_stats"] = method_stats(strategy, earlier_stats)
+    results["nonfinite_loss"] = {
+        "policy": guard.policy, "skipped_batches": dict(zip(names, guard.skipped.tolist())),
     }
+    if resumed is not None:
+        results["resumed_from"] = {"checkpoint": str(resumed[0]), "completed_experiences": done}
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_json_atomic(out_dir / "results.json", results)

@@ -85,6 +85,28 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         """Class ids of every training experience so far."""
         return sorted(self._seen_classes)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The matrix cells and seen classes as tensors (NaN kept), for checkpoints."""
+        cells = sorted(self._cells)
+        names = sorted({name for values in self._cells.values() for name in values})
+        state = {
+            "seen_classes": torch.tensor(self.seen_classes, dtype=torch.int64),
+            "cells.index": torch.tensor(cells, dtype=torch.int64).reshape(-1, 2),
+        }
+        for name in names:
+            state[f"cells.{name}"] = torch.tensor(
+                [self._cells[c].get(name, float("nan")) for c in cells], dtype=torch.float64
+            )
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned (replaces the cells and seen classes)."""
+        self.reset()
+        self._seen_classes = {int(c) for c in state["seen_classes"].tolist()}
+        columns = {k.removeprefix("cells."): v.tolist() for k, v in state.items() if k.startswith("cells.") and k != "cells.index"}
+        for n, (i, j) in enumerate(state["cells.index"].tolist()):
+            self._cells[(i, j)] = {name: values[n] for name, values in columns.items()}
+
     def before_training_exp(self, strategy) -> None:
         self._training_in_progress = True
         experience = strategy.experience
