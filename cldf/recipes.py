@@ -32,7 +32,7 @@ class TrainingConfig:
     batch_size: int = 32
     eval_batch_size: int = 128
     optimizer: str = "adamw"
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
     num_workers: int = 0
