@@ -1,9 +1,9 @@
 """Every recipe on a stream (default: the embedded one) with several seeds, side by side.
 
-    python benchmarks/compare_recipes.py --seeds 0 1 2 --out runs/bench \
+    python benchmarks/compare_recipes.py --seeds 0 1 2 --jobs 2 --out runs/bench \
         --report benchmarks/results/embedded.md
 
-Runs go to ``OUT/<recipe>/seed<k>/`` (results.json, report, checkpoints); the combined report
+``--jobs N`` runs N trainings at once, each on one CPU thread. Runs go to ``OUT/<recipe>/seed<k>/`` (results.json, report, checkpoints); the combined report
 (mean ± std over seeds per recipe, plots) goes next to ``--report``. Extra ``--set`` settings
 apply to every recipe, so all share the detector, input size and epochs.
 """
@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import torch
 
 from cldf.cli import EMBEDDED_STREAM
 from cldf.config_io import apply_overrides
@@ -25,6 +28,15 @@ from cldf.streams import build_stream, load_stream_spec
 RECIPES = ("naive", "lwf", "ewc", "safe", "napa_vq", "ema", "cldf", "replay", "joint")
 
 
+def _run_one(job: tuple[argparse.Namespace, str, int]) -> Path:
+    args, name, seed = job
+    stream = build_stream(load_stream_spec(args.stream, overrides=apply_overrides({}, args.stream_set)))
+    out = args.out / name / f"seed{seed}"
+    run(load_recipe(name, args.set), stream, seed=seed, out_dir=out, recipe_name=name, progress=False,
+        echo=lambda line: print(f"[{name} seed {seed}] {line}", flush=True))
+    return out / "results.json"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
@@ -33,19 +45,16 @@ def main() -> int:
     parser.add_argument("--stream-set", action="append", default=[])
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (one thread each)")
     parser.add_argument("--report", type=Path, default=Path("benchmarks/results/embedded.md"))
     args = parser.parse_args()
 
-    stream = build_stream(load_stream_spec(args.stream, overrides=apply_overrides({}, args.stream_set)))
-    paths = []
-    start = time.perf_counter()
+    jobs = [(name, seed) for seed in args.seeds for name in args.recipes]
     for name in args.recipes:
-        recipe = load_recipe(name, args.set)
-        for seed in args.seeds:
-            out = args.out / name / f"seed{seed}"
-            print(f"== {name} seed {seed}", flush=True)
-            run(recipe, stream, seed=seed, out_dir=out, recipe_name=name, progress=False)
-            paths.append(out / "results.json")
+        load_recipe(name, args.set)  # every recipe and setting valid before anything runs
+    start = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        paths = list(pool.map(_run_one, [(args, name, seed) for name, seed in jobs]))
     report_dir = args.report.parent
     report = write_report(paths, report_dir)
     command = "python " + " ".join(sys.argv)
