@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``cldf`` command."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.handler(args)
     except (UsageError, ConfigError, StreamSpecError, StreamDataError, FileNotFoundError) as err:
@@ -58,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="DIR",
                      help="continue a run after its last completed experience (a run folder or one checkpoint folder)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--nproc", type=int, default=1, metavar="N",
+                     help="train with N processes (torchrun: DistributedDataParallel, one GPU each when CUDA exists)")
     run.set_defaults(handler=_cmd_run)
 
     demo = sub.add_parser("demo", help="naive vs cldf on the embedded offline stream, side by side")
@@ -136,13 +140,15 @@ def _generator_order(root: Path, layout: str, order: Optional[str]) -> list[str]
 def _run_one(recipe_name: str, overrides: list[str], stream: Any, out: Path, seed: int, progress: bool,
              resume: Optional[Path] = None) -> dict:
     from .checkpoint import CheckpointError, latest_checkpoint
+    from .distributed import is_main
     from .faults import NonFiniteLossError
     from .recipes import load_recipe
     from .runner import run
 
     recipe = load_recipe(recipe_name, overrides)
     check_writable(out)
-    print(f"== {recipe_name}: {recipe.description} | stream {stream.spec.name}: {', '.join(stream.experience_names)}")
+    if is_main():
+        print(f"== {recipe_name}: {recipe.description} | stream {stream.spec.name}: {', '.join(stream.experience_names)}")
     try:
         return run(recipe, stream, seed=seed, out_dir=out, recipe_name=Path(recipe_name).stem, resume=resume,
                    progress=progress)
@@ -154,9 +160,39 @@ def _run_one(recipe_name: str, overrides: list[str], stream: Any, out: Path, see
         raise RunError(f"{err}\n{kept}; --set training.on_nonfinite_loss=skip drops such batches)") from err
 
 
+def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
+    """The torchrun command running ``cldf <argv>`` (without ``--nproc``) in ``nproc`` processes."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        skip = arg == "--nproc"
+        if not skip:
+            rest.append(arg)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "cldf", *rest]
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from . import distributed
     from .recipes import load_recipe
 
+    if args.nproc < 1:
+        raise UsageError(f"--nproc {args.nproc}: give a number of processes >= 1")
+    if args.nproc > 1 and not distributed.is_distributed() and "WORLD_SIZE" not in os.environ:
+        load_recipe(args.recipe, args.set)  # validate before starting the processes
+        return subprocess.run(torchrun_command(args.argv, args.nproc)).returncode
+    try:
+        return _run_in_process(args)
+    finally:
+        distributed.shutdown()
+
+
+def _run_in_process(args: argparse.Namespace) -> int:
+    from .distributed import init_from_env, is_main
+    from .recipes import load_recipe
+
+    init_from_env()
     out = args.out or args.resume
     if out is None:
         raise UsageError("give --out DIR (or --resume DIR to continue a run in its own folder)")
@@ -164,6 +200,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_writable(out)
     stream = stream_from_args(args)
     results = _run_one(args.recipe, args.set, stream, out, args.seed, not args.no_progress, args.resume)
+    if not is_main():
+        return 0
     m = results["metrics"]
     print(f"final average AUC {m['avg_auc']:.3f}, forgetting {_fmt(m['forgetting_auc'])}; results in {out}")
     return 0

@@ -8,7 +8,7 @@ from avalanche.core import SupervisedPlugin
 from tqdm.auto import tqdm
 
 
-class EpochProgressPlugin(SupervisedPlugin):
+class EpochProgressPlugin(SupervisedPlugin, supports_distributed=True):
     """Shows ``exp i/T epoch e/E`` with a bar over the epoch's mini-batches and the running loss."""
 
     def __init__(self, num_experiences: int, names: Optional[list[str]] = None, enabled: bool = True) -> None:

@@ -137,7 +137,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, ten
     optimizer.load_state_dict(state)
 
 
-class OptimizerStateLoader(SupervisedPlugin):
+class OptimizerStateLoader(SupervisedPlugin, supports_distributed=True):
     """Loads saved optimiser state at the start of the first resumed experience, once Avalanche has
     set up the optimiser's parameters (it clears their state the first time it does)."""
 

@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 
 from .atomic_io import write_json_atomic
 from .checkpoint import CheckpointError, check_compatible, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config_io import ConfigError
 from .cost import kept_state_bytes
+from .distributed import DistributedPlugin, init_from_env, is_distributed, is_main
 from .detector import Detector
 from .faults import NonFiniteLossGuard
 from .metrics.avalanche_metrics import DetectionPluginMetric
@@ -106,7 +108,14 @@ def run(
     plots. ``resume`` (a run folder or a checkpoint folder) continues after its last completed
     experience, with the same results as an uninterrupted run. Extra ``plugins`` (loggers, ...)
     run before the non-finite loss guard.
+
+    Started by torchrun (see :mod:`cldf.distributed`), every process runs this function: training
+    is data-parallel, metrics are computed on the predictions of all processes, and only rank 0
+    prints and writes files.
     """
+    init_from_env()
+    main_process = is_main()
+    echo = echo if main_process else (lambda line: None)
     setup = run_setup(recipe, stream, seed)
     resumed = resume_point(Path(resume), setup) if resume is not None else None
     seed_everything(seed)
@@ -117,9 +126,14 @@ def run(
     with warnings.catch_warnings():  # cldf reports through results.json, not Avalanche loggers
         warnings.filterwarnings("ignore", message="No loggers specified")
         evaluator = EvaluationPlugin(metric, loggers=[])
+    if is_distributed() and recipe.training.on_nonfinite_loss == "skip":
+        raise ConfigError("training.on_nonfinite_loss=skip is not supported with several processes "
+                          "(one process skipping a batch would stall the others); use 'error'")
     guard = NonFiniteLossGuard(recipe.training.on_nonfinite_loss, names)
-    extra = [*plugins, EpochProgressPlugin(len(names), names, progress), OptimizerStateLoader(), guard]
+    extra = [*plugins, EpochProgressPlugin(len(names), names, progress and main_process), OptimizerStateLoader(), guard]
     strategy = build_strategy(recipe, detector, evaluator, extra)
+    if is_distributed():
+        strategy.plugins.insert(0, DistributedPlugin(seed))  # first: its hooks frame everyone else's
     first_optimizer = strategy.optimizer
     done, train_seconds, trainable, earlier_stats = 0, 0.0, 0, {}
     if resumed is not None:
@@ -136,7 +150,7 @@ def run(
         trainable = max(trainable, sum(p.numel() for p in strategy.model.parameters() if p.requires_grad))
         strategy.eval(benchmark.test_stream, num_workers=recipe.training.num_workers)
         echo(summary_line(i, names, metric.matrix("auc", len(names))[i], seconds))
-        if out_dir is not None:
+        if out_dir is not None and main_process:
             # an optimiser rebuilt at each experience (slow/fast) starts fresh: nothing to keep
             tensors, state_info = capture(strategy, metric, with_optimizer=strategy.optimizer is first_optimizer)
             save_checkpoint(checkpoint_dir(Path(out_dir), i), tensors, {
@@ -166,7 +180,7 @@ def run(
     }
     if resumed is not None:
         results["resumed_from"] = {"checkpoint": str(resumed[0]), "completed_experiences": done}
-    if out_dir is not None:
+    if out_dir is not None and main_process:
         out_dir = Path(out_dir)
         write_json_atomic(out_dir / "results.json", results)
         write_report([out_dir / "results.json"], out_dir)

@@ -15,7 +15,7 @@ from ..methods.ema_balance import EMABalance, EMABalanceConfig, select_parameter
 AlphaStats = dict[int, dict[str, dict[str, Optional[float]]]]
 
 
-class EMABalancePlugin(SupervisedPlugin):
+class EMABalancePlugin(SupervisedPlugin, supports_distributed=True):
     """Keeps a float32 shadow of the model's trainable tensors, updated after every optimiser step.
 
     At the start of each experience the tracked tensors are the model's trainable parameters

@@ -16,9 +16,9 @@ from typing import Any, Callable, Optional
 import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from cldf.avalanche.experience import experience_classes
+from cldf.distributed import all_reduce_sum, shard_loader
 from cldf.detector import Detector
 from cldf.methods.napa_vq import (
     DetectorAdapterSnapshot, FeatureSums, FrozenModelCopy, NAPAVQ, NAPAVQConfig, PreviousFeatures,
@@ -41,7 +41,7 @@ def default_previous(model: nn.Module, adapter: Optional[str] = None) -> Previou
     return FrozenModelCopy(model)
 
 
-class NAPAVQPlugin(SupervisedPlugin):
+class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
     """NAPA-VQ as a plug-in: loss terms, code-vector optimiser, prototypes, optional prediction.
 
     Args:
@@ -54,6 +54,10 @@ class NAPAVQPlugin(SupervisedPlugin):
         features_of: ``x -> Tensor`` running the model on extra inputs (rotated views, the
             prototype pass); default: ``strategy.model(x)`` then ``feature_source``.
         device: where code vectors and prototypes live.
+
+    Under a process group (:mod:`cldf.distributed`) every process keeps the same code vectors,
+    edges and prototypes: the learner sums edge counts, code-vector gradients and prototype sums
+    over processes, and each process runs the prototype pass on its block of the experience.
     """
 
     def __init__(self, config: NAPAVQConfig, feature_dim: int, *,
@@ -63,7 +67,7 @@ class NAPAVQPlugin(SupervisedPlugin):
                  device: torch.device | str = "cpu") -> None:
         super().__init__()
         self.config = config
-        self.learner = NAPAVQ(config, feature_dim, previous=previous, device=device)
+        self.learner = NAPAVQ(config, feature_dim, previous=previous, device=device, reduce=all_reduce_sum)
         self.feature_source = feature_source
         self.features_of = features_of
 
@@ -128,8 +132,8 @@ class NAPAVQPlugin(SupervisedPlugin):
         model = strategy.model
         was_training = model.training
         model.eval()
-        loader = DataLoader(strategy.experience.dataset.eval(), batch_size=strategy.train_mb_size,
-                            shuffle=False)
+        # each process adds its block of the experience; the learner sums them over processes
+        loader, _ = shard_loader(strategy.experience.dataset.eval(), strategy.train_mb_size)
         sums = self.learner.new_feature_sums()
         for batch in loader:
             x, y = batch[0].to(strategy.device), batch[1].to(self.learner.device)

@@ -15,13 +15,13 @@ from avalanche.training.utils import _at_task_boundary
 from torch import Tensor, nn
 from torch.optim import SGD
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader
 
+from ..distributed import all_reduce_sum, shard_loader, world_size
 from ..methods.slow_fast import SlowFastConfig, SlowFastLearners
 from .experience import experience_classes
 
 
-class _FinishExperience(SupervisedPlugin):
+class _FinishExperience(SupervisedPlugin, supports_distributed=True):
     """Runs the strategy's end-of-experience work after the user's plug-ins (e.g. an EMA swap)
     and before the evaluator and periodic evaluation."""
 
@@ -129,7 +129,7 @@ class SlowFastStrategy(SupervisedTemplate):
         )
 
     def _planned_iterations(self) -> int:
-        per_pass = math.ceil(len(self.adapted_dataset) / self.train_mb_size)
+        per_pass = math.ceil(math.ceil(len(self.adapted_dataset) / world_size()) / self.train_mb_size)
         chunks = self.experience.sub_stream_length if isinstance(self.experience, OnlineCLExperience) else 1
         return max(1, self.train_epochs * per_pass * chunks)
 
@@ -181,10 +181,9 @@ class SlowFastStrategy(SupervisedTemplate):
 
     @torch.no_grad()
     def _fit_analytic_heads(self, dataset: Any) -> dict[str, float]:
-        loader = DataLoader(
-            dataset, batch_size=self.eval_mb_size, shuffle=False, collate_fn=getattr(dataset, "collate_fn", None)
-        )
-        self.model.begin_analytic_experience()
+        # each process adds its contiguous block; the sums are all-reduced before the solve
+        loader, first = shard_loader(dataset, self.eval_mb_size)
+        self.model.begin_analytic_experience(first)
         for batch in loader:
             self.model.accumulate_analytic(batch[0].to(self.device), batch[1].to(self.device))
-        return self.model.finish_analytic_experience()
+        return self.model.finish_analytic_experience(all_reduce_sum)

@@ -21,6 +21,7 @@ from avalanche.evaluation.metric_definitions import PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
 from avalanche.evaluation.metric_utils import get_metric_name
 
+from cldf.distributed import gather_cat, is_distributed
 from cldf.metrics.continual import matrices_from_cells
 from cldf.metrics.detection import prediction_metrics
 
@@ -130,13 +131,15 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         self._targets.append(strategy.mb_y.detach().cpu())
 
     def after_eval_exp(self, strategy) -> list[MetricValue]:
-        if not self._logits:
+        if not self._logits and not is_distributed():
             return []
-        logits = torch.cat(self._logits)
+        # with several processes each evaluated a shard: metrics on the union of their predictions
+        logits, targets = gather_predictions(self._logits, self._targets)
+        if not len(targets):
+            self._clear_experience_buffers()
+            return []
         seen = [c for c in self._seen_classes if c < logits.shape[1]]
-        values = prediction_metrics(
-            logits, torch.cat(self._targets), self.real_classes, seen, self.threshold
-        )
+        values = prediction_metrics(logits, targets, self.real_classes, seen, self.threshold)
         self._clear_experience_buffers()
         row = strategy.clock.train_exp_counter - 1
         if (
@@ -178,4 +181,16 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         return "DetectionMetrics"
 
 
-__all__ = ["DISPLAY_NAMES", "DetectionPluginMetric"]
+def gather_predictions(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every process's mini-batch logits and targets, concatenated in rank order (this process's
+    own without a process group). Run by all processes, also those with no mini-batch."""
+    if not is_distributed():
+        return torch.cat(logits), torch.cat(targets)
+    width = torch.tensor([logits[0].shape[1] if logits else 0])
+    width = int(gather_cat(width).max())
+    local_logits = torch.cat(logits) if logits else torch.zeros(0, width)
+    local_targets = torch.cat(targets).long() if targets else torch.zeros(0, dtype=torch.long)
+    return gather_cat(local_logits), gather_cat(local_targets)
+
+
+__all__ = ["DISPLAY_NAMES", "DetectionPluginMetric", "gather_predictions"]

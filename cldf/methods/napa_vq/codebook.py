@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import faiss
 import numpy as np
 import torch
@@ -41,30 +43,46 @@ def nearest_code_vectors(z: Tensor, vectors: Tensor, k: int, use_faiss: bool) ->
     return sq.topk(k, dim=1, largest=False, sorted=True).indices
 
 
-def refresh_age_prune(edges: Tensor, topk: Tensor, epsilon: float, max_age: int) -> Tensor:
+def edge_counts(topk: Tensor, num: int) -> tuple[Tensor, Tensor]:
+    """Per-batch counts of the edge rule: ``won[a]`` = v_a, the samples whose nearest code vector
+    (first column of ``topk``, B x k) is a, and ``hits[a, j]`` = r_aj, those of them with j in
+    their top-k. Both are sums over samples, so several processes' counts add up (all-reduce)."""
+    member = torch.zeros(topk.shape[0], num, device=topk.device)
+    member.scatter_(1, topk, 1.0)
+    hits = torch.zeros(num, num, device=topk.device)
+    hits.index_add_(0, topk[:, 0], member)
+    won = torch.bincount(topk[:, 0], minlength=num).to(hits)
+    return won, hits
+
+
+def apply_edge_counts(edges: Tensor, won: Tensor, hits: Tensor, epsilon: float, max_age: int) -> Tensor:
     """One batch of competitive Hebbian learning on the edge matrix, before symmetrisation.
 
-    ``topk`` (B x k) lists each sample's nearest code vectors, nearest (the winner a) first.
-    With v_a the samples won by a and r_aj those of them that have j in their top-k:
-    an edge with r_aj > 0 is refreshed to 1; every other edge of a winner row is aged by
+    With v_a = ``won[a]`` and r_aj = ``hits[a, j]`` (see :func:`edge_counts`): an edge of a winner
+    row with r_aj > 0 is refreshed to 1; every other edge of a winner row is aged by
     ``epsilon ** (v_a - r_aj)`` (one factor per sample of a that missed it); rows of
     non-winners are unchanged; edges below ``epsilon ** max_age`` are removed.
     A refreshed edge stays 1 (ageing applies to the edges that were not refreshed), which is
     what the rule "refresh, then age by the missing samples" gives for an edge every sample hit.
     """
-    num = edges.shape[0]
-    rows, which_row = torch.unique(topk[:, 0], return_inverse=True)
-    member = torch.zeros(topk.shape[0], num, dtype=edges.dtype, device=edges.device)
-    member.scatter_(1, topk, 1.0)
-    hits = torch.zeros(rows.shape[0], num, dtype=edges.dtype, device=edges.device)
-    hits.index_add_(0, which_row, member)  # r_aj for each winner row a
-    won = torch.bincount(which_row, minlength=rows.shape[0]).to(edges.dtype)  # v_a
+    rows = (won > 0).nonzero().squeeze(1)
+    won, hits = won[rows].to(edges.dtype), hits[rows].to(edges.dtype)
     missing = (won[:, None] - hits).clamp_min(0)
     aged = edges[rows] * torch.pow(torch.full_like(missing, epsilon), missing)
     updated = torch.where(hits > 0, torch.ones_like(aged), aged)
     out = edges.clone()
     out[rows] = updated
     return out.masked_fill(out < epsilon**max_age, 0.0)
+
+
+def refresh_age_prune(edges: Tensor, topk: Tensor, epsilon: float, max_age: int,
+                      reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+    """:func:`apply_edge_counts` with the counts of ``topk`` (B x k, each sample's nearest code
+    vectors, nearest first); ``reduce`` first maps the counts to their totals over processes."""
+    won, hits = edge_counts(topk, edges.shape[0])
+    if reduce is not None:
+        won, hits = reduce(won), reduce(hits)
+    return apply_edge_counts(edges, won, hits, epsilon, max_age)
 
 
 def symmetrise(edges: Tensor) -> Tensor:
@@ -135,10 +153,11 @@ class CodeBook(nn.Module):
         return (self.edges > 0) & ~eye
 
     @torch.no_grad()
-    def update_graph(self, z: Tensor) -> None:
-        """Refresh, age, prune and symmetrise the edges with one batch of features."""
+    def update_graph(self, z: Tensor, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> None:
+        """Refresh, age, prune and symmetrise the edges with one batch of features (``reduce``:
+        sums the batch's edge counts over processes, so every process applies the same update)."""
         if self.num_vectors == 0:
             raise RuntimeError("CodeBook.update_graph: grow() the codebook before updating it")
         use_faiss = self.num_vectors > self.faiss_threshold
         topk = nearest_code_vectors(z, self.vectors, self.k, use_faiss)
-        self.edges = symmetrise(refresh_age_prune(self.edges, topk, self.epsilon, self.max_age))
+        self.edges = symmetrise(refresh_age_prune(self.edges, topk, self.epsilon, self.max_age, reduce))

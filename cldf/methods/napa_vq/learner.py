@@ -9,7 +9,7 @@ the experience's training data into :meth:`~NAPAVQ.new_feature_sums` and pass th
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +27,16 @@ class NAPAVQ:
 
     Class c owns code vector rows ``c * R + r`` with R = 4 when rotations are on (r = the
     number of quarter turns), else R = 1. Prototypes exist for the unrotated rows only.
+    ``reduce`` sums a tensor over data-parallel processes (None: one process); with it the
+    per-batch edge counts, the code vectors' gradients (averaged) and the prototype sums are
+    combined over processes, so every process holds the same state.
     """
 
     def __init__(self, config: NAPAVQConfig, dim: int,
-                 previous: Optional[PreviousFeatures] = None, device: torch.device | str = "cpu") -> None:
+                 previous: Optional[PreviousFeatures] = None, device: torch.device | str = "cpu",
+                 reduce: Optional[Callable[[Tensor], Tensor]] = None) -> None:
         self.config = config
+        self.reduce = reduce
         self.dim = dim
         self.device = torch.device(device)
         self.rotations = 4 if config.use_rotations else 1
@@ -80,6 +85,8 @@ class NAPAVQ:
         """Store prototypes of the classes new in this experience, freeze their code vectors
         and snapshot the model for distillation."""
         new = [c for c in self.current_classes if not self.classes_seen[c]]
+        if self.reduce is not None:
+            sums.reduce(self.reduce)
         self.prototypes.commit(sums, [c * self.rotations for c in new])
         seen = torch.as_tensor(self.current_classes, dtype=torch.long, device=self.device)
         self.classes_seen[seen] = True
@@ -123,7 +130,7 @@ class NAPAVQ:
             terms["kd"] = feature_distillation(views[0], self.embed(z_old))
         weights = {"dce": cfg.w_dce, "na": cfg.w_na, "na_pseudo": cfg.w_na, "pa": cfg.w_pa, "kd": cfg.w_kd}
         total = sum(weights[name] * value for name, value in terms.items())
-        self.codebook.update_graph(z.detach())
+        self.codebook.update_graph(z.detach(), self.reduce)
         self.last_terms = {name: float(value.detach()) for name, value in terms.items()}
         return total
 
@@ -131,6 +138,10 @@ class NAPAVQ:
         """SGD step on the code vectors (old ones' gradients zeroed), then clear their gradients."""
         if self.optimizer is None:
             raise RuntimeError("NAPAVQ.step: call begin_experience() first")
+        grad = self.codebook.vectors.grad
+        if self.reduce is not None and grad is not None:
+            processes = self.reduce(torch.ones((), device=grad.device))
+            grad.copy_(self.reduce(grad) / processes)
         self.codebook.zero_frozen_grads()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

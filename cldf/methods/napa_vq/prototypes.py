@@ -6,6 +6,8 @@ accumulators can be all-reduced (summed) before :meth:`PrototypeStore.commit`.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -29,6 +31,10 @@ class FeatureSums:
             )
         self.sums.index_add_(0, labels, features.detach().to(self.sums))
         self.counts += torch.bincount(labels, minlength=self.counts.shape[0]).to(self.counts)
+
+    def reduce(self, reduce: Callable[[Tensor], Tensor]) -> None:
+        """Replace sums and counts by ``reduce`` of them (e.g. their totals over processes)."""
+        self.sums, self.counts = reduce(self.sums), reduce(self.counts)
 
 
 class PrototypeStore(nn.Module):

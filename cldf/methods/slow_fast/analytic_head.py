@@ -5,13 +5,15 @@ Q = Σ hᵀy (M x K, y one-hot) in float64 and solves W_o = ((G + λI)⁻¹ Q)�
 experience a deterministic, evenly spread ``holdout_fraction`` of the samples is kept apart
 (as statistics too) to choose λ: the candidate fitted on all earlier data plus the rest of the
 experience that gives the lowest mean squared error on the held-out part wins. All statistics
-are plain sums, so they can be all-reduced across processes. Nothing grows with the number of
-samples seen, only with the number of classes.
+are plain sums: with several processes, each accumulates a contiguous block of the experience
+(``begin_experience(first_position)``) and :meth:`AnalyticHead.finish_experience` sums the blocks
+through its ``reduce`` hook before solving, giving the single-process statistics. Nothing grows
+with the number of samples seen, only with the number of classes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,14 +25,22 @@ from cldf.methods.slow_fast.growth import match_saved_shapes
 class _ExperienceStatistics:
     """Sums of one experience, split into a fitting part and a held-out part."""
 
-    def __init__(self, dim: int, num_classes: int, device: torch.device) -> None:
+    def __init__(self, dim: int, num_classes: int, device: torch.device, first_position: int = 0) -> None:
         zeros = dict(dtype=torch.float64, device=device)
         self.fit_gram = torch.zeros(dim, dim, **zeros)
         self.fit_cross = torch.zeros(dim, num_classes, **zeros)
         self.hold_gram = torch.zeros(dim, dim, **zeros)
         self.hold_cross = torch.zeros(dim, num_classes, **zeros)
         self.hold_count = 0
-        self.position = 0
+        self.count = 0
+        self.position = first_position
+
+    def reduce(self, reduce: Callable[[Tensor], Tensor]) -> None:
+        """Replace every sum by ``reduce(sum)`` (e.g. the sum over processes)."""
+        self.fit_gram, self.fit_cross = reduce(self.fit_gram), reduce(self.fit_cross)
+        self.hold_gram, self.hold_cross = reduce(self.hold_gram), reduce(self.hold_cross)
+        counts = reduce(torch.tensor([self.hold_count, self.count], dtype=torch.int64, device=self.fit_gram.device))
+        self.hold_count, self.count = (int(c) for c in counts)
 
 
 class AnalyticHead(nn.Module):
@@ -87,9 +97,10 @@ class AnalyticHead(nn.Module):
             self._pending.fit_cross = F.pad(self._pending.fit_cross, (0, extra))
             self._pending.hold_cross = F.pad(self._pending.hold_cross, (0, extra))
 
-    def begin_experience(self) -> None:
-        """Start collecting the statistics of a new experience."""
-        self._pending = _ExperienceStatistics(self.gram.shape[0], self.num_classes, self.gram.device)
+    def begin_experience(self, first_position: int = 0) -> None:
+        """Start collecting the statistics of a new experience; ``first_position`` is the index,
+        within the experience, of the first sample this process will add (its block's start)."""
+        self._pending = _ExperienceStatistics(self.gram.shape[0], self.num_classes, self.gram.device, first_position)
 
     def accumulate(self, features: Tensor, targets: Tensor) -> None:
         """Add a batch (features B x d, integer targets) to the current experience's sums."""
@@ -107,21 +118,26 @@ class AnalyticHead(nn.Module):
         f = self.holdout_fraction
         held = torch.floor((positions + 1) * f) > torch.floor(positions * f)
         pending.position += len(targets)
+        pending.count += len(targets)
         pending.fit_gram += h[~held].T @ h[~held]
         pending.fit_cross += h[~held].T @ y[~held]
         pending.hold_gram += h[held].T @ h[held]
         pending.hold_cross += h[held].T @ y[held]
         pending.hold_count += int(held.sum())
 
-    def finish_experience(self) -> float:
+    def finish_experience(self, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> float:
         """Choose λ on the held-out part, merge the experience into G and Q, solve W_o.
 
-        Returns the chosen λ. With no held-out sample (fewer than 1/holdout_fraction
-        samples) the previous λ is kept, or the largest candidate on the first experience.
+        ``reduce`` first maps every sum of the experience to its total over processes (e.g. an
+        all-reduce); without it the sums are this process's. Returns the chosen λ. With no
+        held-out sample (fewer than 1/holdout_fraction samples) the previous λ is kept, or the
+        largest candidate on the first experience.
         """
         if self._pending is None:
             raise RuntimeError("AnalyticHead.finish_experience called before begin_experience()")
         pending, self._pending = self._pending, None
+        if reduce is not None:
+            pending.reduce(reduce)
         if pending.hold_count > 0:
             ridge = self._select_ridge(pending)
         elif self.is_fitted:
@@ -130,7 +146,7 @@ class AnalyticHead(nn.Module):
             ridge = max(self.ridge_lambdas)
         self.gram += pending.fit_gram + pending.hold_gram
         self.cross += pending.fit_cross + pending.hold_cross
-        self.samples_seen += pending.position
+        self.samples_seen += pending.count
         self.ridge.fill_(ridge)
         self.weight = self.solve(self.gram, self.cross, ridge).T.float().contiguous()
         return ridge

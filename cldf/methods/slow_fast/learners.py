@@ -9,7 +9,7 @@ feature alignment and cross-classification. Prediction merges the two analytic h
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -183,11 +183,12 @@ class SlowFastLearners(nn.Module):
         return loss
 
     # ----------------------------------------------------------------- analytic heads
-    def begin_analytic_experience(self) -> None:
-        """Start collecting one experience's statistics for both analytic heads."""
-        self.slow_analytic.begin_experience()
+    def begin_analytic_experience(self, first_position: int = 0) -> None:
+        """Start collecting one experience's statistics for both analytic heads (``first_position``:
+        see :meth:`AnalyticHead.begin_experience`)."""
+        self.slow_analytic.begin_experience(first_position)
         if bool(self.fast_started):
-            self.fast_analytic.begin_experience()
+            self.fast_analytic.begin_experience(first_position)
 
     @torch.no_grad()
     def accumulate_analytic(self, x: Tensor, targets: Tensor) -> None:
@@ -202,9 +203,10 @@ class SlowFastLearners(nn.Module):
         if bool(self.fast_started):
             self.fast_analytic.accumulate(features[FAST], targets)
 
-    def finish_analytic_experience(self) -> dict[str, float]:
-        """Choose λ and solve both analytic heads; returns the chosen λ per learner."""
-        chosen = {SLOW: self.slow_analytic.finish_experience()}
+    def finish_analytic_experience(self, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> dict[str, float]:
+        """Choose λ and solve both analytic heads (``reduce``: see
+        :meth:`AnalyticHead.finish_experience`); returns the chosen λ per learner."""
+        chosen = {SLOW: self.slow_analytic.finish_experience(reduce)}
         if bool(self.fast_started):
-            chosen[FAST] = self.fast_analytic.finish_experience()
+            chosen[FAST] = self.fast_analytic.finish_experience(reduce)
         return chosen
