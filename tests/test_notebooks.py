@@ -41,6 +41,9 @@ def test_notebook_is_committed_without_outputs_and_with_small_defaults(path: Pat
     assert 'SCALE = "cpu-small"' in first_code, f"{path.name}: the first code cell must default to SCALE = \"cpu-small\""
 
 
+WRITES_RUNS = {"01_quickstart", "02_your_own_data", "03_avalanche_plugins"}  # run folders, checkpoints
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' run folders land under tmp_path
@@ -53,4 +56,5 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, monkeypatch: py
     assert all(cell.execution_count is not None for cell in code_cells)
     figures = sum("image/png" in output.get("data", {}) for cell in code_cells for output in cell.outputs)
     assert figures == FIGURES[path.stem], f"{path.name} showed {figures} figures, expected {FIGURES[path.stem]}"
-    assert any(tmp_path.iterdir()), "the notebook wrote nothing under its temporary folder"
+    if path.stem in WRITES_RUNS:
+        assert any(tmp_path.iterdir()), "the notebook wrote nothing under its temporary folder"

@@ -20,7 +20,9 @@ class NAPAVQConfig:
         pseudo_weight_min: lower end of gamma in ``gamma P_c + (1 - gamma) P_n`` (upper end is 1).
         na_scale: scale s of the neighbour weights softmax(-s d_j) in the separation loss.
         cv_lr_first: code-vector SGD learning rate in the first experience.
-        cv_lr_later: code-vector SGD learning rate in later experiences.
+        cv_lr_later: code-vector SGD learning rate in later experiences. (cldf) 0.1 / 0.01 on
+            the unit sphere (``normalize``); the original's 5 / 0.5 suit raw features and make
+            normalised code vectors jump by ~50 per step, which wrecks training.
         cv_lr_step_epochs: the code-vector learning rate is multiplied by ``cv_lr_gamma``
             every this many epochs.
         cv_lr_gamma: step decay factor of the code-vector learning rate.
@@ -47,8 +49,8 @@ class NAPAVQConfig:
     n_pseudo: int = 64
     pseudo_weight_min: float = 0.5
     na_scale: float = 0.001
-    cv_lr_first: float = 5.0
-    cv_lr_later: float = 0.5
+    cv_lr_first: float = 0.1
+    cv_lr_later: float = 0.01
     cv_lr_step_epochs: int = 20
     cv_lr_gamma: float = 0.1
     w_dce: float = 1.0
