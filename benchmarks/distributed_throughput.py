@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from timing import publish
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -90,10 +92,7 @@ def main() -> None:
               "(tests/test_distributed.py); with N processes the effective batch is N times larger, so the "
               "metrics are not expected to equal the single-process run's."]
     report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

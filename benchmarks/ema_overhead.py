@@ -19,7 +19,7 @@ import sys
 import torch
 from torch import nn
 
-from timing import benchmark_parser, timed
+from timing import benchmark_parser, publish, timed
 
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
 from cldf.methods.ema_balance import EMABalance, select_parameters
@@ -119,10 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = _parse_args(argv)
     report = run(args, argv)
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

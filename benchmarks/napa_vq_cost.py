@@ -24,7 +24,7 @@ import faiss
 import torch
 import torch.nn.functional as F
 
-from timing import benchmark_parser, timed
+from timing import benchmark_parser, publish, timed
 
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
 from cldf.methods.napa_vq import CodeBook, DetectorAdapterSnapshot, NAPAVQ, NAPAVQConfig
@@ -185,10 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = _parse_args(argv)
     report = run(args, argv)
-    print(report)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from timing import benchmark_parser, sync
+from timing import benchmark_parser, publish, sync
 
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
 from cldf.methods.slow_fast import SlowFastConfig, SlowFastLearners, merge_logits
@@ -133,10 +133,7 @@ def main(argv: list[str]) -> None:
         rows.append((stages, _measure(model, args)))
         print(f"tuned_stages={stages} done", file=sys.stderr)
     report = _report(args, rows, device)
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,11 @@ def timed(fn: Callable[[], None], n: int, device: torch.device) -> float:
         fn()
     sync(device)
     return (time.perf_counter() - start) / n
+
+
+def publish(report: str, out: Path | None) -> None:
+    """Print a Markdown report and, with ``out``, write it there."""
+    print(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
