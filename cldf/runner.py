@@ -114,6 +114,9 @@ def run(
     prints and writes files.
     """
     init_from_env()
+    if is_distributed() and recipe.training.on_nonfinite_loss == "skip":
+        raise ConfigError("training.on_nonfinite_loss=skip is not supported with several processes "
+                          "(one process skipping a batch would stall the others); use 'error'")
     main_process = is_main()
     echo = echo if main_process else (lambda line: None)
     setup = run_setup(recipe, stream, seed)
@@ -126,9 +129,6 @@ def run(
     with warnings.catch_warnings():  # cldf reports through results.json, not Avalanche loggers
         warnings.filterwarnings("ignore", message="No loggers specified")
         evaluator = EvaluationPlugin(metric, loggers=[])
-    if is_distributed() and recipe.training.on_nonfinite_loss == "skip":
-        raise ConfigError("training.on_nonfinite_loss=skip is not supported with several processes "
-                          "(one process skipping a batch would stall the others); use 'error'")
     guard = NonFiniteLossGuard(recipe.training.on_nonfinite_loss, names)
     extra = [*plugins, EpochProgressPlugin(len(names), names, progress and main_process), OptimizerStateLoader(), guard]
     strategy = build_strategy(recipe, detector, evaluator, extra)

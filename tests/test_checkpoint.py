@@ -15,7 +15,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 from PIL import Image
-from test_resume import EXPERIENCES, RECIPE_SETS, STREAM_SETS, cli_args, one_thread, results  # noqa: F401
+from test_resume import EXPERIENCES, RECIPE_SETS, STREAM_SETS, cli_args, results
 
 from cldf.checkpoint import (
     CheckpointError, check_compatible, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint)

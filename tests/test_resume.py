@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from cldf.checkpoint import latest_checkpoint
 from cldf.cli import main
@@ -22,16 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 EXPERIENCES = ["gan_upsample", "self_blend", "local_warp"]
 STREAM_SETS = ["image_size=32", "n_per_class.train=8", "n_per_class.val=4", "n_per_class.test=8"]
 RECIPE_SETS = ["detector.image_size=32", "training.epochs=1", "training.batch_size=2"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, here and in subprocesses: on a shared, busy CPU, 2-thread kernels spin and
-    run ~50x slower; one thread count everywhere also keeps runs bit-identical across processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cli_args(recipe: str, experiences: list[str], *extra: str, progress: bool = False) -> list[str]:

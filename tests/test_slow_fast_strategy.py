@@ -21,15 +21,6 @@ IMAGE = 32
 LR = 0.02
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machine is shared: one intra-op thread is far faster than two contended ones."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _detector() -> Detector:
     torch.manual_seed(0)
     cfg = DetectorConfig(
