@@ -62,7 +62,7 @@ class SlowFastLearners(nn.Module):
         self._teacher_features: Optional[Tensor] = None
 
     def _adopt_slow_adapter(self) -> None:
-        """Make ``slow`` (a copy of the active adapter) the active one; drop the detector's placeholder."""
+        """Make ``slow`` (a copy of the active adapter) the active one; drop the detector's initial ``default`` adapter."""
         det = self.detector
         if FAST in det.adapter_names:
             raise ValueError(
