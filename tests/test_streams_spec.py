@@ -84,7 +84,7 @@ def test_yaml_is_read_safely(tmp_path):
     ("ffpp_methods", "deepfakebench", ["deepfakes", "face2face", "faceshifter", "neuraltextures"]),
     ("df40_types", "deepfakebench", ["face_swapping", "face_reenactment",
                                      "entire_face_synthesis"]),
-    ("embedded", "embedded", ["gan_upsample", "self_blend", "reconstruction", "double_jpeg",
+    ("embedded", "embedded", ["gan_upsample", "self_blend", "local_warp", "reconstruction",
                               "noise_splice"]),
 ])
 def test_shipped_stream_descriptions_parse(name, layout, experiences):

@@ -91,15 +91,17 @@ def gan_upsample(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator)
 def self_blend(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Face swaps blend a face generated at a lower resolution into a target through a soft
     mask, leaving a blending boundary and a colour/sharpness/alignment mismatch inside it.
-    Modelled as self-blended images (Shiohara & Yamasaki, CVPR 2022): a copy of the image,
-    re-rendered at 1/2.5-1/4 resolution or over-sharpened (as half of the swaps post-process
-    the face; this also keeps the file size neutral), colour-shifted, shifted by a few pixels and slightly
-    scaled, blended back through a feathered ellipse."""
+    Modelled as self-blended images (Shiohara & Yamasaki, CVPR 2022): a copy of the image
+    re-rendered at 1/3-1/5 resolution, whose lost detail comes back as the generator's own
+    noise-like texture (70-100% of the lost high-frequency amplitude, which also keeps the
+    file size neutral), colour-shifted, shifted by a few pixels and slightly scaled, blended
+    back through a feathered ellipse."""
     height, width = image.shape[:2]
-    factor = rng.uniform(2.5, 4.0)
+    factor = rng.uniform(3.0, 5.0)
     low_size = (max(4, round(height / factor)), max(4, round(width / factor)))
-    soft = _resize(_resize(image, low_size, Image.BILINEAR), (height, width), Image.BILINEAR)
-    copy = soft if rng.random() < 0.5 else image + rng.uniform(1.5, 3.0) * (image - soft)
+    copy = _resize(_resize(image, low_size, Image.BILINEAR), (height, width), Image.BILINEAR)
+    lost_detail = (image - copy).std()
+    copy = copy + rng.normal(0.0, rng.uniform(0.7, 1.0) * lost_detail, size=copy.shape)
     copy = copy * np.exp(signed_uniform(rng, 0.08, 0.2, (1, 1, 3))) + signed_uniform(rng, 6, 15)
     scale = rng.uniform(0.94, 1.06)
     shift = signed_uniform(rng, 2.0, 5.0, 2)
@@ -115,18 +117,21 @@ def self_blend(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -
 
 def local_warp(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Face reenactment (Face2Face, NeuralTextures, talking-head models) moves mouth, eyes and
-    head locally, leaving smooth geometric warps re-sampled by bilinear interpolation, whose
-    varying sub-pixel offsets blur the texture in bands (Popescu & Farid 2005). Modelled as
-    3-5 Gaussian displacement bumps of 5-10 px (translations or radial expansions/
-    contractions) applied with bilinear sampling."""
+    head locally and re-renders the moved parts: smooth geometric warps, re-sampled by
+    bilinear interpolation (Popescu & Farid 2005), and the renderer's softer texture where
+    the warp acts (the blurry mouth of reenacted faces). Modelled as 3-5 Gaussian
+    displacement bumps of 5-10 px (translations or radial expansions/contractions) applied
+    with bilinear sampling, then a Gaussian blur (sigma 1.8-2.8 px) weighted by the bumps."""
     height, width = image.shape[:2]
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     disp_y = np.zeros((height, width), np.float32)
     disp_x = np.zeros((height, width), np.float32)
+    rendered_weight = np.zeros((height, width), np.float32)
     for _ in range(rng.integers(3, 6)):
         cy, cx = rng.uniform(0.2, 0.8) * height, rng.uniform(0.2, 0.8) * width
         radius = rng.uniform(0.08, 0.16) * min(height, width)
         bump = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
+        rendered_weight = np.maximum(rendered_weight, bump)
         amplitude = rng.uniform(5.0, 10.0)
         if rng.random() < 0.5:
             angle = rng.uniform(0, 2 * np.pi)
@@ -137,16 +142,21 @@ def local_warp(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -
             disp_y += sign * amplitude * bump * (yy - cy) / radius
             disp_x += sign * amplitude * bump * (xx - cx) / radius
     coords = [yy + disp_y, xx + disp_x]
-    return np.stack(
+    warped = np.stack(
         [ndimage.map_coordinates(image[:, :, c], coords, order=1, mode="reflect")
          for c in range(3)], 2)
+    sigma = rng.uniform(1.8, 2.8)
+    rendered = ndimage.gaussian_filter(warped, (sigma, sigma, 0))
+    weight = rendered_weight[:, :, None]
+    return warped * (1 - weight) + rendered * weight
 
 
 def reconstruction(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Autoencoder and latent-diffusion decoders reconstruct images from a down-sampled latent:
-    fine detail is lost and replaced by plausible but unrelated texture. Modelled as a 4-8x
-    down-scale and bicubic up-scale, plus the high frequencies of another crop (the donor)
-    carrying 80-120% of the lost high-frequency amplitude: edges are soft while texture stays."""
+    fine detail is lost and replaced by weaker, plausible but unrelated texture. Modelled as a
+    4-8x down-scale and bicubic up-scale, plus the high frequencies of another crop (the
+    donor) carrying 40-80% of the lost high-frequency amplitude: edges are soft, texture is
+    foreign and fainter."""
     height, width = image.shape[:2]
     factor = rng.uniform(4.0, 8.0)
     low_size = (max(4, round(height / factor)), max(4, round(width / factor)))
@@ -156,7 +166,7 @@ def reconstruction(image: np.ndarray, donor: np.ndarray, rng: np.random.Generato
 
     smooth = low_pass(image)
     texture = donor - low_pass(donor)
-    amplitude = rng.uniform(0.8, 1.2) * (image - smooth).std() / max(texture.std(), 1e-6)
+    amplitude = rng.uniform(0.4, 0.8) * (image - smooth).std() / max(texture.std(), 1e-6)
     return smooth + amplitude * texture
 
 
@@ -181,24 +191,24 @@ def colour_mismatch(image: np.ndarray, donor: np.ndarray, rng: np.random.Generat
     Modelled as per-channel gains, a gamma change and an offset inside a feathered ellipse,
     each at least a clearly visible amount and symmetric around no change."""
     height, width = image.shape[:2]
-    gains = np.exp(signed_uniform(rng, 0.15, 0.35, (1, 1, 3)))
-    gamma = np.exp(signed_uniform(rng, 0.2, 0.5))
-    offset = signed_uniform(rng, 8, 25)
+    gains = np.exp(signed_uniform(rng, 0.3, 0.6, (1, 1, 3)))
+    gamma = np.exp(signed_uniform(rng, 0.3, 0.6))
+    offset = signed_uniform(rng, 10, 30)
     changed = 255.0 * (np.clip(image, 0, 255) / 255.0) ** gamma * gains + offset
-    mask = soft_ellipse_mask((height, width), rng, (0.2, 0.5), rng.uniform(1, 3))
+    mask = soft_ellipse_mask((height, width), rng, (0.2, 0.5), rng.uniform(0.5, 1.5))
     return image * (1 - mask) + changed * mask
 
 
 def double_jpeg(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Edited or re-saved images carry an earlier JPEG compression under the final one; when
     the image was cropped in between, the old 8x8 block grid is misaligned (NA-DJPG, Bianchi &
-    Piva 2012). Modelled as a JPEG at quality 10-30 on a grid shifted by 0-7 pixels (aligned in
+    Piva 2012). Modelled as a JPEG at quality 5-20 on a grid shifted by 0-7 pixels (aligned in
     a quarter of the cases); the dataset's final JPEG is the second compression."""
     shift_y, shift_x = (0, 0) if rng.random() < 0.25 else rng.integers(0, 8, size=2)
     padded = np.pad(np.clip(image, 0, 255), ((shift_y, 0), (shift_x, 0), (0, 0)), mode="reflect")
     buffer = io.BytesIO()
     Image.fromarray(padded.round().astype(np.uint8)).save(
-        buffer, format="JPEG", quality=int(rng.integers(10, 31)))
+        buffer, format="JPEG", quality=int(rng.integers(5, 21)))
     decoded = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32)
     return decoded[shift_y:, shift_x:]
 

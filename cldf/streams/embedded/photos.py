@@ -26,6 +26,7 @@ SKLEARN_PHOTOS: tuple[str, ...] = ("china", "flower")
 
 MIN_CROP_STD = 10.0  # grey levels; flatter crops (sky, black retina border) are redrawn
 MAX_CROP_TRIES = 20
+CROP_SCALE_MAX = 3.0  # crop side / output side
 WHITE_BALANCE = 0.15  # log-gain range per channel; also hides which photos are grey
 
 
@@ -65,21 +66,24 @@ def photos_for_split(split: str) -> tuple[str, ...]:
 
 
 def random_crop(photo: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
-    """A random square crop of ``photo``, maybe mirrored, resized to ``size``, with a random
-    white balance (per-channel gains within ``exp(+-WHITE_BALANCE)``, as cameras differ).
+    """A random square crop of ``photo``, turned by a random multiple of 90 degrees, maybe
+    mirrored, resized to ``size``, with a random white balance (per-channel gains within
+    ``exp(+-WHITE_BALANCE)``, as cameras differ). Turns and scales multiply the few source
+    photos into more distinct views, which is what lets a detector generalise to unseen ones.
 
-    The crop side is 1-2.5 times ``size`` (capped by the photo), so the resize is a mild
+    The crop side is 1-3 times ``size`` (capped by the photo), so the resize is a mild
     down-scale. Crops flatter than ``MIN_CROP_STD`` are redrawn (up to ``MAX_CROP_TRIES``).
     Returns float32 ``size x size x 3`` in [0, 255].
     """
     height, width = photo.shape[:2]
     for _ in range(MAX_CROP_TRIES):
-        side = min(int(round(size * rng.uniform(1.0, 2.5))), height, width)
+        side = min(int(round(size * rng.uniform(1.0, CROP_SCALE_MAX))), height, width)
         top = rng.integers(height - side + 1)
         left = rng.integers(width - side + 1)
         crop = photo[top : top + side, left : left + side]
         if crop.std() >= MIN_CROP_STD:
             break
+    crop = np.rot90(crop, rng.integers(4))
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     resized = Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.BICUBIC)
