@@ -111,8 +111,8 @@ def test_reconstruction_replaces_the_source_high_frequencies():
         forged_detail = np.fft.ifft2(np.fft.fft2(windowed_luminance(forged)) * high).real
         # the fine detail left is not the source's own (the donor's texture stands in)
         assert abs(np.corrcoef(source_detail.ravel(), forged_detail.ravel())[0, 1]) < 0.3
-    # and it is fainter (40-80% of the lost amplitude) but not gone: a soft image, not a blur
-    assert 0.1 < np.median(energy_ratios) < 0.9
+    # and it is fainter (30-70% of the lost amplitude) but not gone: a soft image, not a blur
+    assert 0.05 < np.median(energy_ratios) < 0.8
 
 
 def test_match_global_statistics_keeps_local_changes():

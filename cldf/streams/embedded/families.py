@@ -155,7 +155,7 @@ def reconstruction(image: np.ndarray, donor: np.ndarray, rng: np.random.Generato
     """Autoencoder and latent-diffusion decoders reconstruct images from a down-sampled latent:
     fine detail is lost and replaced by weaker, plausible but unrelated texture. Modelled as a
     4-8x down-scale and bicubic up-scale, plus the high frequencies of another crop (the
-    donor) carrying 40-80% of the lost high-frequency amplitude: edges are soft, texture is
+    donor) carrying 30-70% of the lost high-frequency amplitude: edges are soft, texture is
     foreign and fainter."""
     height, width = image.shape[:2]
     factor = rng.uniform(4.0, 8.0)
@@ -166,7 +166,7 @@ def reconstruction(image: np.ndarray, donor: np.ndarray, rng: np.random.Generato
 
     smooth = low_pass(image)
     texture = donor - low_pass(donor)
-    amplitude = rng.uniform(0.4, 0.8) * (image - smooth).std() / max(texture.std(), 1e-6)
+    amplitude = rng.uniform(0.3, 0.7) * (image - smooth).std() / max(texture.std(), 1e-6)
     return smooth + amplitude * texture
 
 
@@ -195,7 +195,7 @@ def colour_mismatch(image: np.ndarray, donor: np.ndarray, rng: np.random.Generat
     gamma = np.exp(signed_uniform(rng, 0.3, 0.6))
     offset = signed_uniform(rng, 10, 30)
     changed = 255.0 * (np.clip(image, 0, 255) / 255.0) ** gamma * gains + offset
-    mask = soft_ellipse_mask((height, width), rng, (0.2, 0.5), rng.uniform(0.5, 1.5))
+    mask = soft_ellipse_mask((height, width), rng, (0.3, 0.6), rng.uniform(0.3, 0.8))
     return image * (1 - mask) + changed * mask
 
 
