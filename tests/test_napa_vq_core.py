@@ -301,3 +301,29 @@ def test_config_names_bad_fields(field, value):
         NAPAVQConfig(**{field: value})
     with pytest.raises(ConfigError, match="unknown key.*temperature.*allowed: .*T, "):
         from_mapping(NAPAVQConfig, {"temperature": 0.1}, "napa_vq")
+
+
+@pytest.mark.parametrize("fraction, batch, rows", [(0.25, 32, 8), (0.25, 30, 8), (1.0, 30, 30), (0.01, 30, 1)])
+def test_kd_fraction_distils_the_first_ceil_share_of_the_batch(fraction, batch, rows):
+    learner = NAPAVQ(NAPAVQConfig(kd_fraction=fraction), 4)
+    assert learner.distilled_rows(batch) == rows
+
+
+def test_kd_term_on_a_share_of_the_batch_is_the_mean_distance_over_those_rows():
+    torch.manual_seed(9)
+    model = TinyNet()
+    learner = NAPAVQ(NAPAVQConfig(k=2, n_pseudo=0, kd_fraction=0.5, normalize=False, **STABLE), 4,
+                     previous=FrozenModelCopy(model))
+    _run_experience(learner, model, [0, 1])
+    learner.begin_experience([0, 2])
+    with torch.no_grad():
+        model.body.weight.add_(0.3)  # the model moved away from its snapshot
+    x, y = torch.randn(10, 5), torch.tensor([0, 2] * 5)
+    model(x)
+    z_old = learner.previous(x, rows=learner.distilled_rows(len(x)))
+    assert z_old.shape == (5, 4)
+    learner.training_loss([model.last_features], y, z_old)
+    expected = torch.linalg.vector_norm(model.last_features[:5] - z_old, dim=1).mean()
+    assert learner.last_terms["kd"] == pytest.approx(float(expected.detach()), rel=1e-5)
+    with pytest.raises(ValueError, match="kd_fraction"):
+        NAPAVQConfig(kd_fraction=0.0)

@@ -238,3 +238,15 @@ def test_with_real_detector_previous_adapter_is_frozen_and_distilled(detector):
     assert any(not torch.equal(v, now_prev[k]) for k, v in prev_after_first.items())
     # old code vectors untouched through experience 2
     assert torch.equal(napa.learner.codebook.vectors[:2], rec.begin_vectors[-1][:2])
+
+
+def test_distilling_a_share_of_the_batch_reuses_the_prefix_and_matches_the_full_pass(detector):
+    snapshot = DetectorAdapterSnapshot(detector)
+    snapshot.snapshot()
+    x = torch.randn(8, 3, 32, 32)
+    full = snapshot(x)
+    prefix_before = detector._prefix_cache[1]
+    first_three = snapshot(x, rows=3)
+    assert detector._prefix_cache[1] is prefix_before  # the same batch: no second prefix pass
+    assert first_three.shape == (3, full.shape[1])
+    assert torch.allclose(first_three, full[:3], atol=1e-5)

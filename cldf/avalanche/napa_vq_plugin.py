@@ -80,7 +80,9 @@ class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
         views = [z]
         if self.config.use_rotations:
             views += self._rotated_views(strategy, z)
-        z_old = self.learner.previous(strategy.mb_x) if self.learner.distills else None
+        z_old = None
+        if self.learner.distills:
+            z_old = self.learner.previous(strategy.mb_x, rows=self.learner.distilled_rows(len(z)))
         strategy.loss = strategy.loss + self.learner.training_loss(views, strategy.mb_y, z_old)
 
     def after_update(self, strategy: Any, *args, **kwargs) -> None:

@@ -88,13 +88,17 @@ class Detector(nn.Module):
         """Pooled pre-logit features with the active adapter."""
         return self.split.tail(self._prefix(x))
 
-    def multi_features(self, x: Tensor, adapters: Sequence[Optional[str]]) -> dict[Optional[str], Tensor]:
+    def multi_features(self, x: Tensor, adapters: Sequence[Optional[str]],
+                       rows: Optional[int] = None) -> dict[Optional[str], Tensor]:
         """Features of several adapters (``None`` = pretrained, no adapter) with one prefix pass.
 
         Frozen adapters and the pretrained path run without gradient and with frozen
-        normalisation statistics, so they never change.
+        normalisation statistics, so they never change. ``rows``: only the batch's first
+        ``rows`` samples go through the tails (the prefix pass of the whole batch is reused).
         """
         h = self._prefix(x)
+        if rows is not None:
+            h = h[:rows]
         out: dict[Optional[str], Tensor] = {}
         for name in adapters:
             frozen = name is None or name in self._frozen

@@ -31,6 +31,10 @@ class NAPAVQConfig:
         w_pa: weight of the prototype-augmentation cross-entropy.
         w_kd: weight of the feature distillation; cldf averages it per sample, so the
             original's 10 needs re-tuning.
+        kd_fraction: (cldf) share of each batch that is distilled (its first
+            ``ceil(kd_fraction * B)`` samples; batches are shuffled, so an unbiased estimate of
+            the per-sample average). The previous adapter's pass is the plug-in's main cost:
+            at 1.0 a later-experience step costs about 1.5x plain fine-tuning on CPU.
         faiss_threshold: above this many code vectors the top-k search uses faiss.
         use_rotations: feed each image also at 90/180/270 degrees with labels 4y + r.
         prediction: "head" keeps the model's logits; "nearest_cv" predicts with the
@@ -57,6 +61,7 @@ class NAPAVQConfig:
     w_na: float = 1.0
     w_pa: float = 10.0
     w_kd: float = 10.0
+    kd_fraction: float = 0.25
     faiss_threshold: int = 2048
     use_rotations: bool = False
     prediction: str = "head"
@@ -81,6 +86,8 @@ class NAPAVQConfig:
         for name in ("na_scale", "w_dce", "w_na", "w_pa", "w_kd"):
             if not float(getattr(self, name)) >= 0:
                 errors.append(f"{name}={getattr(self, name)!r} must be >= 0")
+        if not 0 < float(self.kd_fraction) <= 1:
+            errors.append(f"kd_fraction={self.kd_fraction!r} must lie in (0, 1]")
         if self.prediction not in PREDICTION_MODES:
             errors.append(f"prediction={self.prediction!r} must be one of {PREDICTION_MODES}")
         if not isinstance(self.use_rotations, bool):

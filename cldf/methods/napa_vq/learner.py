@@ -9,6 +9,7 @@ the experience's training data into :meth:`~NAPAVQ.new_feature_sums` and pass th
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable, Optional, Sequence
 
 import torch
@@ -102,11 +103,16 @@ class NAPAVQ:
         """Whether :meth:`training_loss` wants ``z_old`` (a snapshot exists and w_kd > 0)."""
         return self.previous is not None and self.previous.ready and self.config.w_kd > 0
 
+    def distilled_rows(self, batch_size: int) -> int:
+        """How many of a batch's first samples are distilled (``config.kd_fraction``)."""
+        return max(1, math.ceil(self.config.kd_fraction * batch_size))
+
     def training_loss(self, views: Sequence[Tensor], y: Tensor, z_old: Optional[Tensor] = None) -> Tensor:
         """Weighted NAPA-VQ terms for one batch; also updates the edge graph.
 
         ``views[r]`` are the batch's features after r quarter turns (one view without
-        rotations); ``y`` are class ids; ``z_old`` the previous model's features of view 0.
+        rotations); ``y`` are class ids; ``z_old`` the previous model's features of view 0's
+        first ``len(z_old)`` samples (see :meth:`distilled_rows`).
         """
         if len(views) != self.rotations:
             raise ValueError(f"NAPAVQ.training_loss: expected {self.rotations} views, got {len(views)}")
@@ -127,7 +133,7 @@ class NAPAVQ:
             terms["na_pseudo"] = separation_loss(p, c, vectors, neighbours, cfg.na_scale)
             terms["pa"] = distance_cross_entropy(p, c, vectors, cfg.T)
         if z_old is not None:
-            terms["kd"] = feature_distillation(views[0], self.embed(z_old))
+            terms["kd"] = feature_distillation(views[0][: len(z_old)], self.embed(z_old))
         weights = {"dce": cfg.w_dce, "na": cfg.w_na, "na_pseudo": cfg.w_na, "pa": cfg.w_pa, "kd": cfg.w_kd}
         total = sum(weights[name] * value for name, value in terms.items())
         self.codebook.update_graph(z.detach(), self.reduce)

@@ -26,7 +26,9 @@ class PreviousFeatures(Protocol):
 
     def snapshot(self) -> None: ...
 
-    def __call__(self, x: Tensor) -> Tensor: ...
+    def __call__(self, x: Tensor, rows: Optional[int] = None) -> Tensor:
+        """Features of the batch's first ``rows`` samples (all when ``None``)."""
+        ...
 
     def state_dict(self) -> dict[str, Tensor]: ...
 
@@ -69,10 +71,10 @@ class FrozenModelCopy:
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, rows: Optional[int] = None) -> Tensor:
         if self.copy is None:
             raise RuntimeError("FrozenModelCopy: call snapshot() before asking for features")
-        self.copy(x)
+        self.copy(x if rows is None else x[:rows])
         return self.read_features(self.copy)
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -114,10 +116,10 @@ class DetectorAdapterSnapshot:
             self.det.add_adapter(self.name, copy_from=source)
         self.det.freeze_adapter(self.name)
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, rows: Optional[int] = None) -> Tensor:
         if not self.ready:
             raise RuntimeError("DetectorAdapterSnapshot: call snapshot() before asking for features")
-        return self.det.multi_features(x, [self.name])[self.name]
+        return self.det.multi_features(x, [self.name], rows=rows)[self.name]
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.det.adapter_state(self.name) if self.ready else {}
