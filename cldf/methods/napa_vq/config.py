@@ -34,7 +34,9 @@ class NAPAVQConfig:
         kd_fraction: (cldf) share of each batch that is distilled (its first
             ``ceil(kd_fraction * B)`` samples; batches are shuffled, so an unbiased estimate of
             the per-sample average). The previous adapter's pass is the plug-in's main cost:
-            at 1.0 a later-experience step costs about 1.5x plain fine-tuning on CPU.
+            on CPU a later-experience step costs about 1.5x plain fine-tuning at 1.0 and 1.2x at
+            0.25, but on the embedded stream's validation splits 0.25 forgot more (0.039 vs
+            0.001, ``benchmarks/results/tuning_napa_vq_kd_fraction.md``), so 1.0 stays default.
         faiss_threshold: above this many code vectors the top-k search uses faiss.
         use_rotations: feed each image also at 90/180/270 degrees with labels 4y + r.
         prediction: "head" keeps the model's logits; "nearest_cv" predicts with the
@@ -61,7 +63,7 @@ class NAPAVQConfig:
     w_na: float = 1.0
     w_pa: float = 10.0
     w_kd: float = 10.0
-    kd_fraction: float = 0.25
+    kd_fraction: float = 1.0
     faiss_threshold: int = 2048
     use_rotations: bool = False
     prediction: str = "head"
