@@ -171,7 +171,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
         f"| {ratio['napa_later_no_kd']:.3f} |",
         f"| (part) previous-adapter features Z_old of the whole batch alone (`det.multi_features`, no grad) "
         f"| {med['previous']:.4f} | {ratio['previous']:.3f} |",
-        f"| (part) the frozen prefix alone (recomputed by that call) | {med['prefix']:.4f} "
+        f"| (part) the frozen prefix for a batch seen again (reused, not recomputed) | {med['prefix']:.4f} "
         f"| {ratio['prefix']:.3f} |",
         "",
         f"Target: later-experience ratio <= 1.15 -> {'met' if ratio['napa_later'] <= 1.15 else 'NOT met'}.",
