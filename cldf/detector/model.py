@@ -20,6 +20,7 @@ from .adapters import build_peft_config, tail_norm_modules
 from .backbone import create_backbone
 from .config import DetectorConfig
 from .heads import GrowingLinearHead
+from .merged_tails import MergedTails
 from .preprocess import ImageLike, check_batch, make_preprocess, prepare_batch
 from .split import BackboneSplit
 
@@ -60,6 +61,7 @@ class Detector(nn.Module):
         self._head_trainable = True
         self.last_features: Optional[Tensor] = None
         self._prefix_cache: Optional[tuple[Tensor, Tensor]] = None
+        self._merged_tails = MergedTails(self.backbone, cfg.adapter.tuned_stages)
         self._apply_trainability()
         self.to(resolve_device(cfg.device))
         self.train(False)
@@ -69,8 +71,9 @@ class Detector(nn.Module):
         non-leaf tensor, which cannot be deep-copied)."""
         clone = self.__class__.__new__(self.__class__)
         memo[id(self)] = clone
-        state = {**self.__dict__, "last_features": None, "_prefix_cache": None}
+        state = {**self.__dict__, "last_features": None, "_prefix_cache": None, "_merged_tails": None}
         clone.__dict__.update(copy.deepcopy(state, memo))
+        clone._merged_tails = MergedTails(clone.backbone, clone.config.adapter.tuned_stages)
         return clone
 
     # ----------------------------------------------------------------- forward passes
@@ -93,8 +96,11 @@ class Detector(nn.Module):
         """Features of several adapters (``None`` = pretrained, no adapter) with one prefix pass.
 
         Frozen adapters and the pretrained path run without gradient and with frozen
-        normalisation statistics, so they never change. ``rows``: only the batch's first
-        ``rows`` samples go through the tails (the prefix pass of the whole batch is reused).
+        normalisation statistics, so they never change. A pass without gradient in eval mode
+        (inference, or a frozen adapter) runs a copy of the tail with the adapter merged into
+        its weights (:class:`MergedTails`): the same features, cheaper. ``rows``: only the
+        batch's first ``rows`` samples go through the tails (the prefix pass of the whole batch
+        is reused).
         """
         h = self._prefix(x)
         if rows is not None:
@@ -102,6 +108,10 @@ class Detector(nn.Module):
         out: dict[Optional[str], Tensor] = {}
         for name in adapters:
             frozen = name is None or name in self._frozen
+            if name is not None and (frozen or not (self.training or torch.is_grad_enabled())):
+                with torch.no_grad():
+                    out[name] = self._merged_tails.tail(name)(h)
+                continue
             with self.using_adapter(name), self._frozen_mode(frozen):
                 out[name] = self.split.tail(h)
         return out
