@@ -191,7 +191,7 @@ def colour_mismatch(image: np.ndarray, donor: np.ndarray, rng: np.random.Generat
     Modelled as per-channel gains, a gamma change and an offset inside a feathered ellipse,
     each at least a clearly visible amount and symmetric around no change."""
     height, width = image.shape[:2]
-    gains = np.exp(signed_uniform(rng, 0.3, 0.6, (1, 1, 3)))
+    gains = np.exp(signed_uniform(rng, 0.45, 0.8, (1, 1, 3)))
     gamma = np.exp(signed_uniform(rng, 0.3, 0.6))
     offset = signed_uniform(rng, 10, 30)
     changed = 255.0 * (np.clip(image, 0, 255) / 255.0) ** gamma * gains + offset
