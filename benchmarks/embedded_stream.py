@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -38,7 +37,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
+from cldf.cli import EMBEDDED_STREAM
 from cldf.detector import Detector, DetectorConfig
+from cldf.streams import load_stream_spec
 from cldf.streams.embedded import FORGERY_FAMILIES, embedded_split
 
 SHORTCUT_MAX_AUC = 0.7
@@ -47,7 +48,6 @@ DIFFER_MAX_AUC = 0.75
 MIN_FORGETTING = 0.15
 
 
-DEFAULT_STREAM = Path(__file__).parent / "streams" / "embedded.yaml"
 STRICT_FEATURE = 8  # the column of global_statistics() that only the stricter check uses
 
 
@@ -83,7 +83,7 @@ def shortcut_aucs(family: str, n_per_class: int, image_size: int, seed: int) -> 
 
 def default_stream_order() -> list[str]:
     """The families of the default embedded stream, in order."""
-    return list(yaml.safe_load(DEFAULT_STREAM.read_text())["experiences"])
+    return [experience.name for experience in load_stream_spec(EMBEDDED_STREAM).experiences]
 
 
 def materialise(family: str, split: str, n_per_class: int, image_size: int, seed: int,
