@@ -137,6 +137,18 @@ def test_passes_without_gradient_use_a_merged_tail_that_follows_every_change(tun
     # with gradient (training the active adapter) the adapter's own branches run
     det.train()
     assert det.multi_features(x, ["fast"])["fast"].requires_grad
+    # a name deleted and added again stands for new tensors: its merged copy follows
+    det.eval()
+    with torch.no_grad():
+        before_delete = det.multi_features(x, ["fast"])["fast"]  # a fresh merged copy
+    det.set_adapter("default")
+    det.delete_adapter("fast")
+    det.add_adapter("fast")
+    det.eval()
+    with torch.no_grad():
+        renewed = det.multi_features(x, ["fast"])["fast"]
+    assert torch.allclose(renewed, _lora_tail_features(det, x, "fast"), atol=1e-4)
+    assert not torch.allclose(renewed, before_delete, atol=1e-3)
 
 
 def test_other_peft_tuner_and_vit_family():

@@ -27,7 +27,7 @@ class MergedTails:
         self.backbone = backbone
         self.tuned_stages = tuned_stages
         self._tails: dict[str, tuple[tuple, Tail]] = {}
-        self._owned: dict[tuple[str, tuple[str, ...]], list[Tensor]] = {}
+        self._owned: dict[str, list[Tensor]] = {}
 
     def tail(self, name: str) -> Tail:
         """The tail of ``name`` with its weights merged (rebuilt if anything changed)."""
@@ -37,17 +37,20 @@ class MergedTails:
             self._tails[name] = (key, self._build(name))
         return self._tails[name][1]
 
+    def forget(self) -> None:
+        """Drop every copy and tensor list (an adapter was added or deleted: a name may now
+        stand for other tensors)."""
+        self._tails.clear()
+        self._owned.clear()
+
     def _owned_tensors(self, name: str) -> list[Tensor]:
         """Every parameter and buffer of the backbone except those of other adapters (listed
-        once per set of adapters)."""
-        adapters = tuple(self.backbone.peft_config)
-        key = (name, adapters)
-        if key not in self._owned:
-            others = set(adapters) - {name}
+        once, until :meth:`forget`)."""
+        if name not in self._owned:
+            others = set(self.backbone.peft_config) - {name}
             named = [*self.backbone.named_parameters(), *self.backbone.named_buffers()]
-            self._owned = {k: v for k, v in self._owned.items() if k[1] == adapters}
-            self._owned[key] = [t for n, t in named if others.isdisjoint(n.split("."))]
-        return self._owned[key]
+            self._owned[name] = [t for n, t in named if others.isdisjoint(n.split("."))]
+        return self._owned[name]
 
     def _fingerprint(self, name: str) -> tuple:
         return tuple((t.data_ptr(), t._version) for t in self._owned_tensors(name))

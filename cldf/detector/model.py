@@ -191,6 +191,7 @@ class Detector(nn.Module):
             self._check_adapter(copy_from)
         active = self.active_adapter
         self.backbone.add_adapter(name, self._peft_config)
+        self._merged_tails.forget()
         if copy_from is not None:
             self.load_adapter_state(name, self.adapter_state(copy_from))
         self.backbone.to(self.device)
@@ -202,6 +203,7 @@ class Detector(nn.Module):
         if name == self.active_adapter:
             raise ValueError(f"cannot delete the active adapter {name!r}; switch first")
         self.backbone.delete_adapter(name)
+        self._merged_tails.forget()
         self._frozen.discard(name)
         self._apply_trainability()
 
