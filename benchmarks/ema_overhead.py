@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
 
     def plain_step() -> None:
         optimizer.zero_grad()
-        nn.functional.cross_entropy(det(x), y).backward()
+        nn.functional.cross_entropy(det(x.clone()), y).backward()  # a new tensor, as from a loader
         optimizer.step()
 
     def ema_step() -> None:

@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cldf.methods.napa_vq import (
-    CodeBook, FeatureSums, FrozenModelCopy, NAPAVQ, NAPAVQConfig, PrototypeStore,
+    CachedPreviousFeatures, CodeBook, FeatureSums, FrozenModelCopy, NAPAVQ, NAPAVQConfig, PrototypeStore,
     distance_cross_entropy, feature_distillation, nearest_code_vectors, refresh_age_prune,
-    sample_pseudo_features, separation_loss,
+    sample_keys, sample_pseudo_features, separation_loss,
 )
 
 EPS = 0.9
@@ -327,3 +327,49 @@ def test_kd_term_on_a_share_of_the_batch_is_the_mean_distance_over_those_rows():
     assert learner.last_terms["kd"] == pytest.approx(float(expected.detach()), rel=1e-5)
     with pytest.raises(ValueError, match="kd_fraction"):
         NAPAVQConfig(kd_fraction=0.0)
+
+
+def test_cached_previous_features_are_exact_and_skip_the_pass_for_inputs_seen_again():
+    torch.manual_seed(10)
+    model = TinyNet()
+    learner = NAPAVQ(NAPAVQConfig(k=2, **STABLE), 4, previous=FrozenModelCopy(model))
+    _run_experience(learner, model, [0, 1])
+    learner.begin_experience([0, 2])
+    cache = learner.previous
+    assert isinstance(cache, CachedPreviousFeatures)
+    x = torch.randn(8, 5)
+    first = cache(x)
+    assert (cache.misses, cache.hits) == (8, 0)
+    again = cache(x.clone())  # a new tensor with the same rows
+    assert (cache.misses, cache.hits) == (8, 8)
+    assert torch.equal(again, first)
+    shuffled = torch.randperm(8)
+    assert torch.equal(cache(x[shuffled]), first[shuffled])
+    assert torch.equal(cache(x, rows=3), first[:3])
+    x2 = x.clone()
+    x2[5, 0] += 1e-3  # one changed value: the batch goes through the previous model again
+    z2 = cache(x2)
+    assert cache.misses == 16
+    assert torch.allclose(z2, cache.previous(x2)) and not torch.equal(z2[5], first[5])
+    sums = learner.new_feature_sums()
+    sums.add(torch.randn(2, 4), learner.prototype_labels(torch.tensor([0, 2])))
+    learner.end_experience(sums)  # the snapshot changes: nothing cached survives the experience
+    assert len(cache._features) == 0 and cache._bytes == 0
+
+
+def test_feature_cache_respects_its_memory_limit_and_can_be_turned_off():
+    model = TinyNet()
+    cache = CachedPreviousFeatures(FrozenModelCopy(model), max_bytes=3 * 4 * 4)  # three 4-d float rows
+    cache.snapshot()
+    cache(torch.randn(5, 5))
+    assert len(cache._features) == 3 and cache._bytes == 48
+    assert isinstance(NAPAVQ(NAPAVQConfig(kd_cache_mb=0), 4, previous=FrozenModelCopy(model)).previous,
+                      FrozenModelCopy)
+
+
+def test_sample_keys_tell_dtype_and_every_value_apart():
+    x = torch.zeros(3, 2, 2)
+    x[1, 1, 1] = 1e-30
+    keys = sample_keys(x)
+    assert keys[0] == keys[2] != keys[1]
+    assert sample_keys(x.double())[0] != keys[0]

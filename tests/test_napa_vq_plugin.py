@@ -207,7 +207,8 @@ def _image_dataset(labels, seed):
 def test_with_real_detector_previous_adapter_is_frozen_and_distilled(detector):
     napa = NAPAVQPlugin(NAPAVQConfig(k=2, n_pseudo=8, **STABLE), detector.num_features,
                         previous=default_previous(detector))
-    assert isinstance(napa.learner.previous, DetectorAdapterSnapshot)
+    cache = napa.learner.previous  # the snapshot behind a per-experience feature cache
+    assert isinstance(cache.previous, DetectorAdapterSnapshot)
     rec = Recorder(napa)
     prev_at_epoch_end = []
 
@@ -218,7 +219,7 @@ def test_with_real_detector_previous_adapter_is_frozen_and_distilled(detector):
 
     params = [p for p in detector.parameters() if p.requires_grad]
     strategy = Naive(model=detector, optimizer=torch.optim.SGD(params, lr=0.01), train_mb_size=8,
-                     train_epochs=1, device="cpu", plugins=[napa, rec, SnapshotWatch()],
+                     train_epochs=2, device="cpu", plugins=[napa, rec, SnapshotWatch()],
                      evaluator=EvaluationPlugin(loggers=[]))
     bm = benchmark_from_datasets(train=[_image_dataset([0, 1] * 4, 0), _image_dataset([0, 2] * 4, 1)],
                                  test=[_image_dataset([0, 1], 2), _image_dataset([0, 2], 3)])
@@ -229,6 +230,7 @@ def test_with_real_detector_previous_adapter_is_frozen_and_distilled(detector):
     assert all(torch.equal(v, detector.adapter_state(active)[k]) for k, v in prev_after_first.items())
     strategy.train(bm.train_stream[1])
     assert napa.learner.last_terms["kd"] > 0
+    assert (cache.misses, cache.hits) == (8, 8)  # epoch 2 reused epoch 1's previous-adapter features
     # training experience 2 did not move the snapshot (weights nor normalisation statistics)
     assert all(torch.equal(v, prev_after_first[k]) for k, v in prev_at_epoch_end[-1].items())
     # at the end of experience 2 the snapshot is refreshed to the newly trained adapter

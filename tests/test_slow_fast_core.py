@@ -34,6 +34,7 @@ def _decorrelated_features(batch: int, dim: int, seed: int = 0) -> torch.Tensor:
     "field, value",
     [
         ("transfer_form", "barlow"),
+        ("prediction", "both"),
         ("lambda_fa", -1.0),
         ("gamma", float("nan")),
         ("holdout_fraction", 1.0),

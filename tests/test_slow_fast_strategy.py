@@ -183,6 +183,25 @@ def test_eval_forward_is_the_entropy_merged_analytic_prediction(stream_run):
     assert len(strategy.chosen_ridges) == 2 and all(set(c) == {"slow", "fast"} for c in strategy.chosen_ridges)
 
 
+@pytest.mark.parametrize("mode", ["fast", "slow"])
+def test_single_learner_prediction_modes_use_that_learners_analytic_head(stream_run, mode):
+    strategy, _, bench = stream_run
+    model = strategy.model.eval()
+    x = next(iter(torch.utils.data.DataLoader(bench.test_stream[1].dataset.eval(), batch_size=8)))[0]
+    model.config.prediction = mode
+    try:
+        with torch.no_grad():
+            logits = model(x)
+            w_slow, w_fast = model.last_weights
+            features = model.detector.multi_features(x, [mode])[mode]
+            expected = (model.fast_analytic if mode == "fast" else model.slow_analytic)(features)
+    finally:
+        model.config.prediction = "merged"
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert torch.equal(w_fast, torch.ones(8) if mode == "fast" else torch.zeros(8))
+    assert torch.equal(w_slow + w_fast, torch.ones(8))
+
+
 def test_merged_prediction_learns_both_generators(stream_run):
     strategy, _, bench = stream_run
     assert _accuracy(strategy, bench.test_stream) >= 0.75

@@ -12,14 +12,15 @@ from cldf.methods.napa_vq.config import NAPAVQConfig
 from cldf.methods.napa_vq.learner import NAPAVQ
 from cldf.methods.napa_vq.losses import distance_cross_entropy, feature_distillation, separation_loss
 from cldf.methods.napa_vq.previous import (
-    DetectorAdapterSnapshot, FrozenModelCopy, PreviousFeatures, read_last_features,
+    CachedPreviousFeatures, DetectorAdapterSnapshot, FrozenModelCopy, PreviousFeatures,
+    read_last_features, sample_keys,
 )
 from cldf.methods.napa_vq.prototypes import FeatureSums, PrototypeStore, sample_pseudo_features
 
 __all__ = [
-    "CodeBook", "DetectorAdapterSnapshot", "FeatureSums", "FrozenModelCopy", "NAPAVQ",
-    "NAPAVQConfig", "PreviousFeatures", "PrototypeStore", "distance_cross_entropy",
-    "distance_logits", "distances", "feature_distillation", "nearest_code_vectors",
-    "read_last_features", "refresh_age_prune", "sample_pseudo_features", "separation_loss",
-    "squared_distances", "symmetrise",
+    "CachedPreviousFeatures", "CodeBook", "DetectorAdapterSnapshot", "FeatureSums",
+    "FrozenModelCopy", "NAPAVQ", "NAPAVQConfig", "PreviousFeatures", "PrototypeStore",
+    "distance_cross_entropy", "distance_logits", "distances", "feature_distillation",
+    "nearest_code_vectors", "read_last_features", "refresh_age_prune", "sample_keys",
+    "sample_pseudo_features", "separation_loss", "squared_distances", "symmetrise",
 ]

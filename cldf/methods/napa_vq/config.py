@@ -33,10 +33,14 @@ class NAPAVQConfig:
             original's 10 needs re-tuning.
         kd_fraction: (cldf) share of each batch that is distilled (its first
             ``ceil(kd_fraction * B)`` samples; batches are shuffled, so an unbiased estimate of
-            the per-sample average). The previous adapter's pass is the plug-in's main cost:
-            on CPU a later-experience step costs about 1.5x plain fine-tuning at 1.0 and 1.2x at
-            0.25, but on the embedded stream's validation splits 0.25 forgot more (0.039 vs
-            0.001, ``benchmarks/results/tuning_napa_vq_kd_fraction.md``), so 1.0 stays default.
+            the per-sample average). On the embedded stream's validation splits 0.25 forgot more
+            than 1.0 (0.039 vs 0.001, ``benchmarks/results/tuning_napa_vq_kd_fraction.md``), so
+            1.0 stays default; the previous adapter's pass costs little enough with ``kd_cache_mb``
+            (``benchmarks/results/napa_vq_cost.md``).
+        kd_cache_mb: (cldf) memory for previous-model features cached during an experience
+            (:class:`~cldf.methods.napa_vq.previous.CachedPreviousFeatures`): the previous model is
+            frozen, so an input seen again (a later epoch, no random augmentation) is not passed
+            through it again. The same loss, exactly; 0 turns the cache off.
         faiss_threshold: above this many code vectors the top-k search uses faiss.
         use_rotations: feed each image also at 90/180/270 degrees with labels 4y + r.
         prediction: "head" keeps the model's logits; "nearest_cv" predicts with the
@@ -64,6 +68,7 @@ class NAPAVQConfig:
     w_pa: float = 10.0
     w_kd: float = 10.0
     kd_fraction: float = 1.0
+    kd_cache_mb: float = 256.0
     faiss_threshold: int = 2048
     use_rotations: bool = False
     prediction: str = "head"
@@ -85,7 +90,7 @@ class NAPAVQConfig:
                 errors.append(f"{name}={getattr(self, name)!r} must be an integer >= 0")
         if not 0 <= self.pseudo_weight_min <= 1:
             errors.append(f"pseudo_weight_min={self.pseudo_weight_min!r} must lie in [0, 1]")
-        for name in ("na_scale", "w_dce", "w_na", "w_pa", "w_kd"):
+        for name in ("na_scale", "w_dce", "w_na", "w_pa", "w_kd", "kd_cache_mb"):
             if not float(getattr(self, name)) >= 0:
                 errors.append(f"{name}={getattr(self, name)!r} must be >= 0")
         if not 0 < float(self.kd_fraction) <= 1:

@@ -19,7 +19,7 @@ from torch import Tensor
 from cldf.methods.napa_vq.codebook import CodeBook
 from cldf.methods.napa_vq.config import NAPAVQConfig
 from cldf.methods.napa_vq.losses import distance_cross_entropy, feature_distillation, separation_loss
-from cldf.methods.napa_vq.previous import PreviousFeatures
+from cldf.methods.napa_vq.previous import CachedPreviousFeatures, PreviousFeatures
 from cldf.methods.napa_vq.prototypes import FeatureSums, PrototypeStore, sample_pseudo_features
 
 
@@ -44,6 +44,8 @@ class NAPAVQ:
         self.codebook = CodeBook(dim, config.k, config.epsilon, config.max_age, config.faiss_threshold,
                                  init_scale=dim ** -0.5 if config.normalize else 1.0).to(self.device)
         self.prototypes = PrototypeStore(dim).to(self.device)
+        if previous is not None and config.kd_cache_mb > 0:
+            previous = CachedPreviousFeatures(previous, int(config.kd_cache_mb * 2**20))
         self.previous = previous
         self.classes_seen = torch.zeros(0, dtype=torch.bool, device=self.device)
         self.experiences_done = 0

@@ -1,17 +1,19 @@
 """The previous model's features Z_old for distillation (algorithms.md 2.5).
 
-Two implementations of one small interface (``snapshot()``, ``__call__(x) -> Tensor``,
+Two implementations, and a cache in front of either, of one small interface (``snapshot()``, ``__call__(x) -> Tensor``,
 ``state_dict()`` / ``load_state_dict()`` of tensors):
 
 * :class:`FrozenModelCopy` - any ``nn.Module`` following the ``forward -> logits`` +
   ``last_features`` convention: a frozen deep copy of the whole model.
 * :class:`DetectorAdapterSnapshot` - a :class:`cldf.detector.Detector`: only the adapter is
   copied (into a frozen adapter), the backbone is shared.
+* :class:`CachedPreviousFeatures` - either of them, computed once per distinct input per experience.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Callable, Optional, Protocol
 
 import torch
@@ -131,3 +133,67 @@ class DetectorAdapterSnapshot:
             self.det.add_adapter(self.name)
         self.det.freeze_adapter(self.name)
         self.det.load_adapter_state(self.name, state)
+
+
+def sample_keys(x: Tensor) -> list[bytes]:
+    """A 128-bit BLAKE2b digest of each sample's bytes (dtype and shape included)."""
+    x = x.detach().cpu().contiguous()
+    header = f"{x.dtype}{tuple(x.shape[1:])}".encode()
+    rows = x.reshape(len(x), -1).view(torch.uint8).numpy()
+    return [hashlib.blake2b(header + row.tobytes(), digest_size=16).digest() for row in rows]
+
+
+class CachedPreviousFeatures:
+    """The previous model's features, computed once per distinct input during an experience.
+
+    The previous model is frozen and runs in eval mode, so Z_old is a fixed function of the
+    input: from the second epoch on, a sample seen before (same bytes; no random augmentation)
+    costs a hash instead of a pass. When any distilled sample of a batch is new, the whole batch
+    goes through ``previous`` (reusing the training forward's prefix pass) and fills the cache.
+    At most ``max_bytes`` of features are kept; :meth:`clear` drops them (at each snapshot, i.e.
+    the end of an experience, and on loading state: nothing per image outlives an experience or
+    enters a checkpoint). Only batches on the CPU are cached: hashing needs the bytes on the host,
+    a copy and a synchronisation per step that an accelerator's pass does not need.
+    """
+
+    def __init__(self, previous: PreviousFeatures, max_bytes: int) -> None:
+        self.previous = previous
+        self.max_bytes = max_bytes
+        self._features: dict[bytes, Tensor] = {}
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.previous.ready
+
+    def snapshot(self) -> None:
+        self.clear()
+        self.previous.snapshot()
+
+    def clear(self) -> None:
+        self._features.clear()
+        self._bytes = 0
+
+    def __call__(self, x: Tensor, rows: Optional[int] = None) -> Tensor:
+        if x.device.type != "cpu":
+            return self.previous(x, rows=rows)
+        keys = sample_keys(x if rows is None else x[:rows])
+        if all(k in self._features for k in keys):
+            self.hits += len(keys)
+            return torch.stack([self._features[k] for k in keys])
+        self.misses += len(keys)
+        z = self.previous(x, rows=rows).detach()
+        for key, row in zip(keys, z):
+            size = row.numel() * row.element_size()
+            if key not in self._features and self._bytes + size <= self.max_bytes:
+                self._features[key] = row.clone()
+                self._bytes += size
+        return z
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.previous.state_dict()
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.clear()
+        self.previous.load_state_dict(state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TRANSFER_FORMS = ("standardised", "original")
+PREDICTIONS = ("merged", "fast", "slow")
 
 
 @dataclass
@@ -23,6 +24,7 @@ class SlowFastConfig:
     lambda_fa: float = 50.0
     lambda_cc: float = 1.0
     gamma: float = 1.0
+    prediction: str = "merged"
     cosine_scale_init: float = 10.0
     projection_dim: int = 2048
     ridge_lambdas: tuple[float, ...] = (1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
@@ -39,6 +41,8 @@ class SlowFastConfig:
             raise ValueError(
                 f"SlowFastConfig.transfer_form={self.transfer_form!r}; valid: {', '.join(TRANSFER_FORMS)}"
             )
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"SlowFastConfig.prediction={self.prediction!r}; valid: {', '.join(PREDICTIONS)}")
         if not self.cosine_scale_init > 0.0:
             raise ValueError(f"SlowFastConfig.cosine_scale_init={self.cosine_scale_init!r} must be > 0")
         if not isinstance(self.projection_dim, int) or self.projection_dim < 1:
