@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def main() -> int:
         rows.append((candidate or "(recipe defaults)", m["avg_auc"], m["forgetting_auc"], time.perf_counter() - start))
         print(f"{rows[-1][0]}: val avg AUC {m['avg_auc']:.3f}, forgetting {m['forgetting_auc']:.3f}", flush=True)
     best = max(rows, key=lambda r: r[1])
-    lines = [f"# Tuning `{args.recipe}` on the validation splits", "", f"Command: `python {' '.join(sys.argv)}`", "",
+    lines = [f"# Tuning `{args.recipe}` on the validation splits", "", f"Command: `python {shlex.join(sys.argv)}`", "",
              "| candidate | val avg AUC | val forgetting | seconds |", "|---|---:|---:|---:|"]
     lines += [f"| {c} | {a:.3f} | {f:.3f} | {s:.0f} |" for c, a, f, s in rows]
     lines += ["", f"Chosen (highest validation average AUC): `{best[0]}`", ""]
