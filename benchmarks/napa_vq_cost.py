@@ -113,8 +113,7 @@ def _step_timings(args: argparse.Namespace, device: torch.device) -> tuple[dict[
             x, y = batch
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(det(x), y)
-            z_old = learner.previous(x, rows=learner.distilled_rows(len(x))) if learner.distills else None
-            loss = loss + learner.training_loss([det.last_features], y, z_old)
+            loss = loss + learner.training_loss([det.last_features], y, learner.previous_features(x))
             loss.backward()
             opt.step()
             learner.step()
@@ -146,7 +145,7 @@ def _step_timings(args: argparse.Namespace, device: torch.device) -> tuple[dict[
     steps = args.epochs * args.batches
     times = _interleaved(variants, args.reps, steps, device)
     assert isinstance(later.previous, CachedPreviousFeatures)
-    info = {"weights": det.weights_source, "trainable": det.trainable_parameter_count()[0],
+    info = {"weights": det.weights_source, "trainable": det.trainable_parameter_count()[0], "steps": steps,
             "terms_later": later.last_terms, "hits": later.previous.hits, "misses": later.previous.misses}
     return times, info
 
@@ -178,7 +177,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
              for name in times}
     graph = _graph_timings(args, device, 1280)
     cfg_default = NAPAVQConfig()
-    steps = args.epochs * args.batches
     lines = [
         "# NAPA-VQ cost",
         "",
@@ -193,7 +191,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
         "ratios are medians of per-repetition ratios.",
         f"Default NAPA-VQ settings (k=15, n_pseudo=64, T=0.1, kd_fraction=1, kd_cache_mb={cfg_default.kd_cache_mb:g}) "
         f"except the code-vector learning rate ({args.cv_lr}; it does not change the cost). Each timed experience: "
-        f"{args.epochs} epochs over {args.batches} distinct batches ({steps} steps).",
+        f"{args.epochs} epochs over {args.batches} distinct batches ({info['steps']} steps).",
         "",
         "## Time per training step",
         "",

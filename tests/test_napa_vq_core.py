@@ -233,9 +233,8 @@ def _run_experience(learner, model, classes, steps=10):
     for _ in range(steps):
         opt.zero_grad()
         logits = model(x)
-        z_old = learner.previous(x) if learner.distills else None
         loss = torch.nn.functional.cross_entropy(logits, y)
-        loss = loss + learner.training_loss([model.last_features], y, z_old)
+        loss = loss + learner.training_loss([model.last_features], y, learner.previous_features(x))
         loss.backward()
         opt.step()
         learner.step()
@@ -320,7 +319,7 @@ def test_kd_term_on_a_share_of_the_batch_is_the_mean_distance_over_those_rows():
         model.body.weight.add_(0.3)  # the model moved away from its snapshot
     x, y = torch.randn(10, 5), torch.tensor([0, 2] * 5)
     model(x)
-    z_old = learner.previous(x, rows=learner.distilled_rows(len(x)))
+    z_old = learner.previous_features(x)
     assert z_old.shape == (5, 4)
     learner.training_loss([model.last_features], y, z_old)
     expected = torch.linalg.vector_norm(model.last_features[:5] - z_old, dim=1).mean()

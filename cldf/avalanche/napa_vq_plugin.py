@@ -80,9 +80,7 @@ class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
         views = [z]
         if self.config.use_rotations:
             views += self._rotated_views(strategy, z)
-        z_old = None
-        if self.learner.distills:
-            z_old = self.learner.previous(strategy.mb_x, rows=self.learner.distilled_rows(len(z)))
+        z_old = self.learner.previous_features(strategy.mb_x)
         strategy.loss = strategy.loss + self.learner.training_loss(views, strategy.mb_y, z_old)
 
     def after_update(self, strategy: Any, *args, **kwargs) -> None:

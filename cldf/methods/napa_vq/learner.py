@@ -109,6 +109,13 @@ class NAPAVQ:
         """How many of a batch's first samples are distilled (``config.kd_fraction``)."""
         return max(1, math.ceil(self.config.kd_fraction * batch_size))
 
+    def previous_features(self, x: Tensor) -> Optional[Tensor]:
+        """Z_old for :meth:`training_loss`: the previous model's features of the batch's
+        :meth:`distilled_rows` first samples, or ``None`` when there is nothing to distil."""
+        if not self.distills:
+            return None
+        return self.previous(x, rows=self.distilled_rows(len(x)))
+
     def training_loss(self, views: Sequence[Tensor], y: Tensor, z_old: Optional[Tensor] = None) -> Tensor:
         """Weighted NAPA-VQ terms for one batch; also updates the edge graph.
 

@@ -1,7 +1,7 @@
 """The previous model's features Z_old for distillation (algorithms.md 2.5).
 
-Two implementations, and a cache in front of either, of one small interface (``snapshot()``, ``__call__(x) -> Tensor``,
-``state_dict()`` / ``load_state_dict()`` of tensors):
+Two implementations, and a cache in front of either, of one small interface (``snapshot()``,
+``__call__(x) -> Tensor``, ``state_dict()`` / ``load_state_dict()`` of tensors):
 
 * :class:`FrozenModelCopy` - any ``nn.Module`` following the ``forward -> logits`` +
   ``last_features`` convention: a frozen deep copy of the whole model.

@@ -153,12 +153,12 @@ class SlowFastLearners(nn.Module):
             return self.slow_analytic(slow) if self.slow_analytic.is_fitted else self.slow_head(slow)
         mode = self.config.prediction
         if mode != "merged":
-            learner = FAST if mode == "fast" else SLOW
+            learner, head = (FAST, self.fast_analytic) if mode == "fast" else (SLOW, self.slow_analytic)
             features = self.detector.multi_features(x, [learner])[learner]
             self.last_features = features
             w = torch.ones(len(features), device=features.device)
-            self.last_weights = (1 - w, w) if mode == "fast" else (w, 1 - w)
-            return (self.fast_analytic if mode == "fast" else self.slow_analytic)(features)
+            self.last_weights = (1 - w, w) if learner == FAST else (w, 1 - w)
+            return head(features)
         features = self.detector.multi_features(x, [SLOW, FAST])
         self.last_features = features[FAST]
         merged = merge_logits(
