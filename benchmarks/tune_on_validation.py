@@ -2,7 +2,10 @@
 
 Each candidate is a list of ``--set`` overrides; the stream's validation split of every
 experience takes the place of its test split, so the R matrix, average AUC and forgetting are
-validation figures. The table is written with the command that made it.
+validation figures. On the embedded stream the validation split holds out its own photos
+(``validation_photos=held_out``: train on 12 of the 15 training photos, validate on the other 3),
+as the test split does, unless ``--stream-set validation_photos=...`` says otherwise. The table
+is written with the command that made it.
 
     python benchmarks/tune_on_validation.py --recipe napa_vq \
         --candidate "napa_vq.w_kd=1" --candidate "napa_vq.w_kd=10" --out benchmarks/results/tuning_napa_vq.md
@@ -21,7 +24,7 @@ from cldf.cli import EMBEDDED_STREAM
 from cldf.config_io import apply_overrides
 from cldf.recipes import load_recipe
 from cldf.runner import run
-from cldf.streams import Stream, build_stream, load_stream_spec
+from cldf.streams import Stream, StreamSpec, build_stream, load_stream_spec
 
 
 def validation_as_test(stream: Stream) -> Stream:
@@ -37,6 +40,15 @@ def validation_as_test(stream: Stream) -> Stream:
     return dataclasses.replace(stream, experiences=experiences)
 
 
+def tuning_spec(path: Path, stream_set: list[str]) -> StreamSpec:
+    """The stream to tune on: an embedded stream validates on held-out photos by default."""
+    overrides = apply_overrides({}, stream_set)
+    spec = load_stream_spec(path, overrides=overrides)
+    if spec.layout == "embedded" and "validation_photos" not in overrides:
+        spec = load_stream_spec(path, overrides={"validation_photos": "held_out", **overrides})
+    return spec
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", required=True)
@@ -49,7 +61,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    stream = validation_as_test(build_stream(load_stream_spec(args.stream, overrides=apply_overrides({}, args.stream_set))))
+    stream = validation_as_test(build_stream(tuning_spec(args.stream, args.stream_set)))
     rows = []
     for candidate in args.candidate:
         settings = [s for s in candidate.split(",") if s]

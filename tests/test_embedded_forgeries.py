@@ -7,7 +7,7 @@ from PIL import Image
 from cldf.streams.embedded import FORGERY_FAMILIES, EmbeddedSplit, embedded_split
 from cldf.streams.embedded.families import match_global_statistics
 from cldf.streams.embedded.photos import (
-    TEST_PHOTOS, TRAIN_VAL_PHOTOS, load_photo, photos_for_split, random_crop)
+    HELD_OUT_VAL_PHOTOS, TEST_PHOTOS, TRAIN_VAL_PHOTOS, load_photo, photos_for_split, random_crop)
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -40,6 +40,17 @@ def test_photos_load_offline_as_rgb_and_test_photos_are_disjoint():
         assert min(photo.shape[:2]) >= 112, name
     with pytest.raises(ValueError, match="astronaut"):
         load_photo("no_such_photo")
+
+
+def test_held_out_validation_photos_are_disjoint_from_train_and_test():
+    train, val, test = (photos_for_split(s, "held_out") for s in ("train", "val", "test"))
+    assert val == HELD_OUT_VAL_PHOTOS and test == TEST_PHOTOS
+    assert not set(train) & set(val) and not set(val) & set(test) and not set(train) & set(test)
+    assert set(train) | set(val) == set(TRAIN_VAL_PHOTOS) and len(train) == len(TRAIN_VAL_PHOTOS) - len(val)
+    held = embedded_split("self_blend", "val", 2, 48, 5, validation_photos="held_out")
+    assert held._photos == HELD_OUT_VAL_PHOTOS
+    with pytest.raises(ValueError, match="shared, held_out"):
+        photos_for_split("val", "nearby")
 
 
 def test_same_seed_same_pixels_other_seed_other_pixels():

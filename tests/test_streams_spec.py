@@ -98,3 +98,14 @@ def test_embedded_class_map_is_photos_then_families():
     assert spec.root is None
     assert spec.class_map.names[0] == "real:photos"
     assert spec.class_map.names[1:] == tuple(f"fake:{f}" for f in spec.experience_names)
+    assert spec.options["validation_photos"] == "shared"
+
+
+def test_embedded_validation_photos_option_reaches_the_splits_and_bad_values_are_named():
+    from cldf.streams import build_stream
+
+    held = build_stream(load_stream_spec(SHIPPED / "embedded.yaml", overrides={
+        "validation_photos": "held_out", "n_per_class": 1}))
+    assert all(e.splits["val"].images.split.validation_photos == "held_out" for e in held.experiences)
+    with pytest.raises(StreamSpecError, match="'validation_photos' must be one of shared, held_out, got 'nearby'"):
+        build_stream(load_stream_spec(SHIPPED / "embedded.yaml", overrides={"validation_photos": "nearby"}))

@@ -42,7 +42,8 @@ class EmbeddedSplit(Dataset):
     go through :func:`finish`.
     """
 
-    def __init__(self, family: str, split: str, n_per_class: int, image_size: int, seed: int):
+    def __init__(self, family: str, split: str, n_per_class: int, image_size: int, seed: int,
+                 validation_photos: str = "shared"):
         if family not in FORGERY_FAMILIES:
             raise ValueError(
                 f"unknown forgery family {family!r}; valid families: {', '.join(FORGERY_FAMILIES)}")
@@ -60,7 +61,8 @@ class EmbeddedSplit(Dataset):
         self.image_size = image_size
         self.seed = seed
         self.labels: list[int] = [i % 2 for i in range(2 * n_per_class)]
-        self._photos = photos_for_split(split)
+        self.validation_photos = validation_photos
+        self._photos = photos_for_split(split, validation_photos)
         self._entropy = (seed, zlib.crc32(family.encode()), SPLITS.index(split))
 
     def __len__(self) -> int:
@@ -82,11 +84,14 @@ class EmbeddedSplit(Dataset):
 
     def __repr__(self) -> str:
         return (f"EmbeddedSplit(family={self.family!r}, split={self.split!r}, "
-                f"n_per_class={self.n_per_class}, image_size={self.image_size}, seed={self.seed})")
+                f"n_per_class={self.n_per_class}, image_size={self.image_size}, seed={self.seed}, "
+                f"validation_photos={self.validation_photos!r})")
 
 
 def embedded_split(
-    family: str, split: str, n_per_class: int, image_size: int = 112, seed: int = 0
+    family: str, split: str, n_per_class: int, image_size: int = 112, seed: int = 0,
+    validation_photos: str = "shared",
 ) -> EmbeddedSplit:
-    """The real/fake dataset of one forgery family and split (see :class:`EmbeddedSplit`)."""
-    return EmbeddedSplit(family, split, n_per_class, image_size, seed)
+    """The real/fake dataset of one forgery family and split (see :class:`EmbeddedSplit`;
+    ``validation_photos``: see :func:`cldf.streams.embedded.photos.photos_for_split`)."""
+    return EmbeddedSplit(family, split, n_per_class, image_size, seed, validation_photos)

@@ -7,7 +7,9 @@ left out, and ``cat`` is the same picture as ``chelsea``. scikit-learn ships two
 stereo pair gives ``motorcycle`` (the left view). Grey images are repeated into three channels.
 
 The test split uses photos that train/val never see, so a detector cannot score by
-recognising content: 15 photos for train/val, 6 for test.
+recognising content: 15 photos for train/val, 6 for test. For tuning, the validation split can
+hold out its own photos too (``validation_photos="held_out"``): train then draws from 12 of the
+15 and val from the other 3, so validation, like test, rewards what transfers to new content.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ TRAIN_VAL_PHOTOS: tuple[str, ...] = (
     "brick", "cell", "clock", "gravel", "moon", "page", "text", "motorcycle", "grace_hopper",
 )
 TEST_PHOTOS: tuple[str, ...] = ("coffee", "rocket", "flower", "camera", "grass", "coins")
+HELD_OUT_VAL_PHOTOS: tuple[str, ...] = ("chelsea", "gravel", "clock")  # natural colour, texture, grey objects
 SKLEARN_PHOTOS: tuple[str, ...] = ("china", "flower")
+VALIDATION_PHOTOS: tuple[str, ...] = ("shared", "held_out")
 
 MIN_CROP_STD = 10.0  # grey levels; flatter crops (sky, black retina border) are redrawn
 MAX_CROP_TRIES = 20
@@ -60,9 +64,21 @@ def load_photo(name: str) -> np.ndarray:
     return image
 
 
-def photos_for_split(split: str) -> tuple[str, ...]:
-    """Names of the source photos of a split: test photos are disjoint from train/val ones."""
-    return TEST_PHOTOS if split == "test" else TRAIN_VAL_PHOTOS
+def photos_for_split(split: str, validation_photos: str = "shared") -> tuple[str, ...]:
+    """Names of the source photos of a split: test photos are disjoint from train/val ones.
+
+    ``validation_photos``: ``"shared"`` (train and val draw from the same 15 photos) or
+    ``"held_out"`` (val draws from :data:`HELD_OUT_VAL_PHOTOS`, train from the other 12).
+    """
+    if validation_photos not in VALIDATION_PHOTOS:
+        raise ValueError(f"validation_photos={validation_photos!r}; valid: {', '.join(VALIDATION_PHOTOS)}")
+    if split == "test":
+        return TEST_PHOTOS
+    if validation_photos == "shared":
+        return TRAIN_VAL_PHOTOS
+    if split == "val":
+        return HELD_OUT_VAL_PHOTOS
+    return tuple(p for p in TRAIN_VAL_PHOTOS if p not in HELD_OUT_VAL_PHOTOS)
 
 
 def random_crop(photo: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:

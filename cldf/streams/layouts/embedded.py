@@ -29,10 +29,15 @@ class EmbeddedImages:
 def collect(stream) -> Collected:
     # imported here so that file layouts do not load the embedded photos' dependencies
     from cldf.streams.embedded import FORGERY_FAMILIES, embedded_split
+    from cldf.streams.embedded.photos import VALIDATION_PHOTOS
 
     where = "embedded layout"
     sizes = _split_sizes(option(stream.options, "n_per_class", (int, dict), where))
     image_size = option(stream.options, "image_size", int, where)
+    validation_photos = option(stream.options, "validation_photos", str, where)
+    if validation_photos not in VALIDATION_PHOTOS:
+        raise StreamSpecError(f"{where}: 'validation_photos' must be one of {', '.join(VALIDATION_PHOTOS)}, "
+                              f"got {validation_photos!r}")
     collected: Collected = []
     for exp in stream.experiences:
         splits: dict[str, SplitData] = {}
@@ -46,7 +51,7 @@ def collect(stream) -> Collected:
         family = exp.generators[0]
         for split, n in sizes.items():
             data = embedded_split(family, split, n_per_class=n, image_size=image_size,
-                                  seed=stream.seed)
+                                  seed=stream.seed, validation_photos=validation_photos)
             splits[split] = SplitData(EmbeddedImages(data), list(data.labels), [family] * len(data))
         collected.append(splits)
     return collected
@@ -63,5 +68,6 @@ def _split_sizes(raw: int | dict) -> dict[str, int]:
 
 EMBEDDED = Layout(
     name="embedded", expected=EXPECTED, collect=collect, needs_root=False,
-    stream_options={"n_per_class": {"train": 64, "val": 16, "test": 32}, "image_size": 112},
+    stream_options={"n_per_class": {"train": 64, "val": 16, "test": 32}, "image_size": 112,
+                    "validation_photos": "shared"},
     experience_options={})
