@@ -56,14 +56,14 @@ def _learners(args: argparse.Namespace, tuned_stages: int) -> SlowFastLearners:
 
 
 def _variants(model: SlowFastLearners) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    det, gamma = model.detector, model.config.gamma
+    gamma = model.config.gamma
 
     def single(x: torch.Tensor) -> torch.Tensor:
-        return model.fast_analytic(det.multi_features(x, ["fast"])["fast"])
+        return model.fast_analytic(model.analytic_passes(x, ["fast"])[1]["fast"])
 
     def two_pass(x: torch.Tensor) -> torch.Tensor:
-        slow = det.multi_features(x, ["slow"])["slow"]
-        fast = det.multi_features(x.clone(), ["fast"])["fast"]  # a new tensor: no prefix cache hit
+        slow = model.analytic_passes(x, ["slow"])[1]["slow"]
+        fast = model.analytic_passes(x.clone(), ["fast"])[1]["fast"]  # a new tensor: no prefix cache hit
         return merge_logits(model.slow_analytic(slow), model.fast_analytic(fast), gamma).logits
 
     return {"single": single, "merged": model, "two-pass": two_pass}

@@ -14,6 +14,7 @@ from timm.data import create_transform, resolve_data_config
 from cldf.detector import (
     AdapterConfig, Detector, DetectorConfig, WeightsError, create_backbone, read_state_dict,
 )
+from cldf.detector.split import map_statistics
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +207,48 @@ def test_bad_images_get_clear_errors(detector: Detector):
         detector.prepare([np.zeros((8, 8, 5), dtype=np.uint8)])
     p_fake, cls = detector.score([skdata.chelsea()])
     assert 0.0 <= p_fake.item() <= 1.0 and 0 <= cls.item() < detector.num_classes
+
+
+def test_map_statistics_are_per_channel_mean_and_std_over_positions():
+    maps = torch.tensor([[[[1.0, 3.0], [5.0, 7.0]], [[2.0, 2.0], [2.0, 2.0]]]])  # 1 x 2 x 2 x 2
+    stats = map_statistics(maps)
+    std = float(np.std([1, 3, 5, 7]))
+    assert torch.allclose(stats, torch.tensor([[4.0, 2.0, std, 0.0]]))
+    tokens = maps.flatten(2).transpose(1, 2)  # the same values as B x N x C tokens
+    assert torch.allclose(map_statistics(tokens), stats)
+    assert torch.equal(map_statistics(torch.ones(2, 3, 1, 1)), torch.cat([torch.ones(2, 3), torch.zeros(2, 3)], 1))
+    with pytest.raises(ValueError, match="B x C x H x W"):
+        map_statistics(torch.ones(3, 4))
+
+
+def _hand_stage_statistics(det: Detector, x: torch.Tensor) -> list[torch.Tensor]:
+    """Map statistics of the prefix output and of each tail stage, run stage by stage."""
+    with torch.no_grad():
+        h = det.split.prefix(x)
+        stats = [map_statistics(h)]
+        for name in det.split.tail_stages:
+            h = det.backbone.base_model.model.get_submodule(name)(h)
+            stats.append(map_statistics(h))
+    return stats
+
+
+def test_multi_outputs_add_stage_statistics_of_the_tail_input_and_each_tuned_stage():
+    torch.manual_seed(5)
+    det = Detector(DetectorConfig(image_size=64, device="cpu", adapter=AdapterConfig(tuned_stages=2)))
+    x = torch.randn(3, 3, 64, 64)
+    det.train()  # with gradient: the adapter's own branches (batch statistics in its norms)
+    with torch.no_grad():
+        hand = _hand_stage_statistics(det, x)
+    outputs = det.multi_outputs(x, ["default"])["default"]
+    assert outputs.features.requires_grad
+    dims = det.stage_statistics_dims()
+    assert len(dims) == 3 and [s.shape for s in outputs.stage_statistics] == [(3, d) for d in dims]
+    for got, want in zip(outputs.stage_statistics, hand):
+        assert torch.allclose(got.detach(), want, atol=1e-5)
+    det.eval()
+    hand = _hand_stage_statistics(det, x)
+    with torch.no_grad():  # the merged copy: the same features and statistics
+        merged = det.multi_outputs(x, ["default"])["default"]
+        assert torch.allclose(merged.features, det.multi_features(x, ["default"])["default"], atol=1e-5)
+    for got, want in zip(merged.stage_statistics, hand):
+        assert torch.allclose(got, want, atol=1e-4)

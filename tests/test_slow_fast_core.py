@@ -41,6 +41,7 @@ def _decorrelated_features(batch: int, dim: int, seed: int = 0) -> torch.Tensor:
         ("projection_dim", 0),
         ("ridge_lambdas", ()),
         ("cosine_scale_init", 0.0),
+        ("analytic_input", "logits"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
@@ -286,3 +287,17 @@ def test_aggregation_is_half_half_for_equal_entropies():
     assert prediction_entropy(b[1:]).item() == pytest.approx(math.log(3), rel=1e-6)
     with pytest.raises(ValueError, match="equal shape"):
         merge_logits(a, b[:, :2], gamma=1.0)
+
+
+def test_stage_statistics_input_gives_every_stage_unit_rms_whatever_its_scale():
+    from cldf.methods.slow_fast.learners import stage_statistics_input
+
+    g = torch.Generator().manual_seed(0)
+    narrow, wide = torch.randn(4, 6, generator=g) * 100.0, torch.randn(4, 40, generator=g) * 0.01
+    joined = stage_statistics_input([narrow, wide])
+    assert joined.shape == (4, 46)
+    for block in (joined[:, :6], joined[:, 6:]):
+        assert torch.allclose(block.pow(2).mean(1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(stage_statistics_input([narrow * 7.0, wide]), joined, atol=1e-5)
+    assert torch.allclose(joined[:, :6] / joined[:, :6].norm(dim=1, keepdim=True),
+                          narrow / narrow.norm(dim=1, keepdim=True), atol=1e-6)

@@ -16,6 +16,7 @@ from avalanche.core import SupervisedPlugin
 from cldf.avalanche.slow_fast_strategy import SlowFastStrategy
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
 from cldf.methods.slow_fast import SlowFastConfig, SlowFastLearners, merge_logits
+from cldf.methods.slow_fast.learners import stage_statistics_input
 
 IMAGE = 32
 LR = 0.02
@@ -166,6 +167,13 @@ def test_cosine_schedule_spans_exactly_the_iterations_run(stream_run):
         assert lrs == pytest.approx(expected, abs=1e-12)
 
 
+def _analytic_inputs(model: SlowFastLearners, x: torch.Tensor, paths: list[str]) -> dict[str, torch.Tensor]:
+    """What the analytic heads should see, by the configured ``analytic_input``."""
+    if model.config.analytic_input == "pooled":
+        return model.detector.multi_features(x, paths)
+    return {p: stage_statistics_input(o.stage_statistics) for p, o in model.detector.multi_outputs(x, paths).items()}
+
+
 def test_eval_forward_is_the_entropy_merged_analytic_prediction(stream_run):
     strategy, _, bench = stream_run
     model = strategy.model.eval()
@@ -174,7 +182,8 @@ def test_eval_forward_is_the_entropy_merged_analytic_prediction(stream_run):
         logits = model(x)
         w_slow, w_fast = strategy.aggregation_weights
         features = model.detector.multi_features(x, ["slow", "fast"])
-        expected = merge_logits(model.slow_analytic(features["slow"]), model.fast_analytic(features["fast"]), 1.0)
+        inputs = _analytic_inputs(model, x, ["slow", "fast"])
+        expected = merge_logits(model.slow_analytic(inputs["slow"]), model.fast_analytic(inputs["fast"]), 1.0)
     assert logits.shape == (8, 3)
     assert torch.allclose(logits, expected.logits, atol=1e-5)
     assert torch.allclose(w_slow + w_fast, torch.ones(8))
@@ -193,8 +202,8 @@ def test_single_learner_prediction_modes_use_that_learners_analytic_head(stream_
         with torch.no_grad():
             logits = model(x)
             w_slow, w_fast = model.last_weights
-            features = model.detector.multi_features(x, [mode])[mode]
-            expected = (model.fast_analytic if mode == "fast" else model.slow_analytic)(features)
+            inputs = _analytic_inputs(model, x, [mode])[mode]
+            expected = (model.fast_analytic if mode == "fast" else model.slow_analytic)(inputs)
     finally:
         model.config.prediction = "merged"
     assert torch.allclose(logits, expected, atol=1e-5)

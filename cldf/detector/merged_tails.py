@@ -10,14 +10,11 @@ tensors' in-place version counters and storage), so a copy is never stale.
 from __future__ import annotations
 
 import copy
-from typing import Callable
-
 import torch
 from torch import Tensor, nn
 
 from .split import BackboneSplit
 
-Tail = Callable[[Tensor], Tensor]
 
 
 class MergedTails:
@@ -26,11 +23,12 @@ class MergedTails:
     def __init__(self, backbone: nn.Module, tuned_stages: int) -> None:
         self.backbone = backbone
         self.tuned_stages = tuned_stages
-        self._tails: dict[str, tuple[tuple, Tail]] = {}
+        self._tails: dict[str, tuple[tuple, BackboneSplit]] = {}
         self._owned: dict[str, list[Tensor]] = {}
 
-    def tail(self, name: str) -> Tail:
-        """The tail of ``name`` with its weights merged (rebuilt if anything changed)."""
+    def split(self, name: str) -> BackboneSplit:
+        """The split of ``name``'s backbone copy with its weights merged (rebuilt if anything
+        changed): call its ``tail`` or ``tail_outputs``."""
         key = self._fingerprint(name)
         cached = self._tails.get(name)
         if cached is None or cached[0] != key:
@@ -56,10 +54,10 @@ class MergedTails:
         return tuple((t.data_ptr(), t._version) for t in self._owned_tensors(name))
 
     @torch.no_grad()
-    def _build(self, name: str) -> Tail:
+    def _build(self, name: str) -> BackboneSplit:
         clone = copy.deepcopy(self.backbone)
         clone.set_adapter(name)
         plain = clone.merge_and_unload(adapter_names=[name])
         plain.eval()
         plain.requires_grad_(False)
-        return BackboneSplit(plain, self.tuned_stages).tail
+        return BackboneSplit(plain, self.tuned_stages)

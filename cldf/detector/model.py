@@ -6,7 +6,7 @@ import copy
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
@@ -22,7 +22,7 @@ from .config import DetectorConfig
 from .heads import GrowingLinearHead
 from .merged_tails import MergedTails
 from .preprocess import ImageLike, check_batch, make_preprocess, prepare_batch
-from .split import BackboneSplit
+from .split import BackboneSplit, TailOutputs
 
 DEFAULT_ADAPTER = "default"
 
@@ -102,19 +102,40 @@ class Detector(nn.Module):
         batch's first ``rows`` samples go through the tails (the prefix pass of the whole batch
         is reused).
         """
+        return self._tails(x, adapters, rows, lambda split, h: split.tail(h))
+
+    def multi_outputs(self, x: Tensor, adapters: Sequence[Optional[str]],
+                      rows: Optional[int] = None) -> dict[Optional[str], TailOutputs]:
+        """:meth:`multi_features` with each tail's per-stage map statistics as well
+        (:class:`~cldf.detector.split.TailOutputs`)."""
+        return self._tails(x, adapters, rows, lambda split, h: split.tail_outputs(h))
+
+    def _tails(self, x: Tensor, adapters: Sequence[Optional[str]], rows: Optional[int],
+               run: Callable[[BackboneSplit, Tensor], Any]) -> dict[Optional[str], Any]:
         h = self._prefix(x)
         if rows is not None:
             h = h[:rows]
-        out: dict[Optional[str], Tensor] = {}
+        out: dict[Optional[str], Any] = {}
         for name in adapters:
             frozen = name is None or name in self._frozen
             if name is not None and (frozen or not (self.training or torch.is_grad_enabled())):
                 with torch.no_grad():
-                    out[name] = self._merged_tails.tail(name)(h)
+                    out[name] = run(self._merged_tails.split(name), h)
                 continue
             with self.using_adapter(name), self._frozen_mode(frozen):
-                out[name] = self.split.tail(h)
+                out[name] = run(self.split, h)
         return out
+
+    @torch.no_grad()
+    def stage_statistics_dims(self) -> list[int]:
+        """Widths of :meth:`multi_outputs`' per-stage statistics (one small pass, eval mode)."""
+        was_training = self.training
+        self.train(False)
+        size = self.config.image_size
+        h = self.split.prefix(torch.zeros(1, self.in_chans, size, size, device=self.device))
+        dims = [s.shape[1] for s in self.split.tail_outputs(h).stage_statistics]
+        self.train(was_training)
+        return dims
 
     def _prefix(self, x: Tensor) -> Tensor:
         """The frozen prefix's output; reused when the same batch tensor comes again (e.g. a

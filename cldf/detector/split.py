@@ -9,8 +9,9 @@ network is the tail".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
+import torch
 from timm.models.convnext import ConvNeXt
 from timm.models.efficientnet import EfficientNet
 from timm.models.resnet import ResNet
@@ -60,6 +61,23 @@ STAGE_LAYOUTS: dict[type, StageLayout] = {
 }
 
 
+def map_statistics(t: Tensor) -> Tensor:
+    """Per-channel mean and (population) standard deviation of a feature map over its positions: B x 2C
+    (B x C x H x W maps, or B x N x C token sequences)."""
+    if t.dim() not in (3, 4):
+        raise ValueError(f"map_statistics needs a B x C x H x W map or B x N x C tokens, got shape {tuple(t.shape)}")
+    dims = (2, 3) if t.dim() == 4 else (1,)
+    return torch.cat([t.mean(dims), t.std(dims, correction=0)], dim=1)  # 0 (not NaN) for 1 x 1 maps
+
+
+class TailOutputs(NamedTuple):
+    """One tail pass: pooled pre-logit features, and the per-stage map statistics (the tail's
+    input, then each tuned stage's output; each ``B x 2C``, see :func:`map_statistics`)."""
+
+    features: Tensor
+    stage_statistics: list[Tensor]
+
+
 class BackboneSplit:
     """The frozen prefix and the tuned tail of one timm model (``tuned_stages`` last stages)."""
 
@@ -100,3 +118,14 @@ class BackboneSplit:
         for name in self.tail_stages:
             h = self.model.get_submodule(name)(h)
         return self.layout.after(self.model, h)
+
+    def tail_outputs(self, h: Tensor) -> TailOutputs:
+        """:meth:`tail` that also returns the map statistics of its input and of each stage."""
+        if self.layout is None:
+            raise ValueError(f"stage statistics need a backbone family with stages "
+                             f"({', '.join(c.__name__ for c in STAGE_LAYOUTS)}), got {type(self.model).__name__}")
+        statistics = [map_statistics(h)]
+        for name in self.tail_stages:
+            h = self.model.get_submodule(name)(h)
+            statistics.append(map_statistics(h))
+        return TailOutputs(self.layout.after(self.model, h), statistics)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 TRANSFER_FORMS = ("standardised", "original")
 PREDICTIONS = ("merged", "fast", "slow")
+ANALYTIC_INPUTS = ("pooled", "stage_statistics")
 
 
 @dataclass
@@ -16,6 +17,10 @@ class SlowFastConfig:
     or ``"original"`` (SAFE release: per-sample L2-normalised features, summed terms).
     ``ridge_lambdas`` are the candidates for the analytic heads' ridge penalty, chosen on the
     ``holdout_fraction`` of each experience; ``projection_dim`` is M of the random projection.
+    ``analytic_input``: what the analytic heads see: ``"pooled"`` (the pooled pre-logit features,
+    as in SAFE) or ``"stage_statistics"`` (cldf, the default: per-channel mean and std of the
+    tail's input map and of each tuned stage's output, each stage's vector scaled to unit RMS,
+    concatenated; chosen on held-out-photo validation: ``benchmarks/results/tuning_analytic_input.md``).
     """
 
     lambda_diag: float = 1.0
@@ -25,6 +30,7 @@ class SlowFastConfig:
     lambda_cc: float = 1.0
     gamma: float = 1.0
     prediction: str = "merged"
+    analytic_input: str = "stage_statistics"
     cosine_scale_init: float = 10.0
     projection_dim: int = 2048
     ridge_lambdas: tuple[float, ...] = (1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
@@ -43,6 +49,10 @@ class SlowFastConfig:
             )
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"SlowFastConfig.prediction={self.prediction!r}; valid: {', '.join(PREDICTIONS)}")
+        if self.analytic_input not in ANALYTIC_INPUTS:
+            raise ValueError(
+                f"SlowFastConfig.analytic_input={self.analytic_input!r}; valid: {', '.join(ANALYTIC_INPUTS)}"
+            )
         if not self.cosine_scale_init > 0.0:
             raise ValueError(f"SlowFastConfig.cosine_scale_init={self.cosine_scale_init!r} must be > 0")
         if not isinstance(self.projection_dim, int) or self.projection_dim < 1:

@@ -21,6 +21,13 @@ from cldf.methods.slow_fast.cosine_head import CosineHead
 from cldf.methods.slow_fast.losses import cross_classification_loss, feature_alignment_loss, transfer_loss
 
 SLOW, FAST = "slow", "fast"
+Path = Optional[str]
+
+
+def stage_statistics_input(statistics: list[Tensor]) -> Tensor:
+    """The analytic heads' input from per-stage map statistics: each stage's vector scaled to
+    unit RMS (so wide and narrow stages weigh alike, whatever their activation scale), concatenated."""
+    return torch.cat([s * (s.shape[1] ** 0.5) / s.norm(dim=1, keepdim=True).clamp_min(1e-12) for s in statistics], 1)
 PLACEHOLDER_ADAPTER = "default"
 
 
@@ -42,6 +49,7 @@ class SlowFastLearners(nn.Module):
         self._adopt_slow_adapter()
         detector.set_head_trainable(False)  # unused: the cosine and analytic heads replace it
         cfg, dim, classes = self.config, detector.num_features, detector.num_classes
+        analytic_dim = dim if cfg.analytic_input == "pooled" else sum(detector.stage_statistics_dims())
         generator = torch.Generator().manual_seed(cfg.seed)
         device = detector.device
         self.slow_head = CosineHead(dim, classes, cfg.cosine_scale_init, generator).to(device)
@@ -53,8 +61,8 @@ class SlowFastLearners(nn.Module):
             holdout_fraction=cfg.holdout_fraction,
             num_classes=classes,
         )
-        self.slow_analytic = AnalyticHead(dim, generator=generator, **analytic).to(device)
-        self.fast_analytic = AnalyticHead(dim, generator=generator, **analytic).to(device)
+        self.slow_analytic = AnalyticHead(analytic_dim, generator=generator, **analytic).to(device)
+        self.fast_analytic = AnalyticHead(analytic_dim, generator=generator, **analytic).to(device)
         self.register_buffer("fast_started", torch.tensor(False, device=device))
         self.register_buffer("trained_classes", torch.zeros(classes, dtype=torch.bool, device=device))
         self.last_features: Optional[Tensor] = None
@@ -145,25 +153,33 @@ class SlowFastLearners(nn.Module):
         self._teacher_features = None if teacher is None else features[paths[1]]
         return self.training_head(self.last_features)
 
+    def analytic_passes(self, x: Tensor, paths: list[Path]) -> tuple[dict[Path, Tensor], dict[Path, Tensor]]:
+        """Pooled features and analytic-head inputs of ``paths`` (one prefix pass)."""
+        if self.config.analytic_input == "pooled":
+            features = self.detector.multi_features(x, paths)
+            return features, features
+        outputs = self.detector.multi_outputs(x, paths)
+        return ({p: o.features for p, o in outputs.items()},
+                {p: stage_statistics_input(o.stage_statistics) for p, o in outputs.items()})
+
     def _merged_logits(self, x: Tensor) -> Tensor:
         if not bool(self.fast_started):
-            slow = self.detector.multi_features(x, [SLOW])[SLOW]
+            features, inputs = self.analytic_passes(x, [SLOW])
+            slow = features[SLOW]
             self.last_features = slow
             self.last_weights = (torch.ones(len(slow), device=slow.device), torch.zeros(len(slow), device=slow.device))
-            return self.slow_analytic(slow) if self.slow_analytic.is_fitted else self.slow_head(slow)
+            return self.slow_analytic(inputs[SLOW]) if self.slow_analytic.is_fitted else self.slow_head(slow)
         mode = self.config.prediction
         if mode != "merged":
             learner, head = (FAST, self.fast_analytic) if mode == "fast" else (SLOW, self.slow_analytic)
-            features = self.detector.multi_features(x, [learner])[learner]
-            self.last_features = features
-            w = torch.ones(len(features), device=features.device)
+            features, inputs = self.analytic_passes(x, [learner])
+            self.last_features = features[learner]
+            w = torch.ones(len(self.last_features), device=self.last_features.device)
             self.last_weights = (1 - w, w) if learner == FAST else (w, 1 - w)
-            return head(features)
-        features = self.detector.multi_features(x, [SLOW, FAST])
+            return head(inputs[learner])
+        features, inputs = self.analytic_passes(x, [SLOW, FAST])
         self.last_features = features[FAST]
-        merged = merge_logits(
-            self.slow_analytic(features[SLOW]), self.fast_analytic(features[FAST]), self.config.gamma
-        )
+        merged = merge_logits(self.slow_analytic(inputs[SLOW]), self.fast_analytic(inputs[FAST]), self.config.gamma)
         self.last_weights = (merged.w_slow, merged.w_fast)
         return merged.logits
 
@@ -204,12 +220,12 @@ class SlowFastLearners(nn.Module):
         was_training = self.training
         self.train(False)
         paths = [SLOW, FAST] if bool(self.fast_started) else [SLOW]
-        features = self.detector.multi_features(x, paths)
+        _, inputs = self.analytic_passes(x, paths)
         self.train(was_training)
-        targets = targets.to(features[SLOW].device)
-        self.slow_analytic.accumulate(features[SLOW], targets)
+        targets = targets.to(inputs[SLOW].device)
+        self.slow_analytic.accumulate(inputs[SLOW], targets)
         if bool(self.fast_started):
-            self.fast_analytic.accumulate(features[FAST], targets)
+            self.fast_analytic.accumulate(inputs[FAST], targets)
 
     def finish_analytic_experience(self, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> dict[str, float]:
         """Choose λ and solve both analytic heads (``reduce``: see
