@@ -255,3 +255,23 @@ def test_online_stream_needs_task_boundaries_and_switches_learners_once_per_expe
     assert phases == ["slow", "fast", "fast", "fast"]
     assert len(strategy.chosen_ridges) == 2
     assert int(strategy.model.slow_analytic.samples_seen) == 64
+
+
+@pytest.mark.parametrize("analytic_input", ["pooled", "stage_statistics"])
+def test_analytic_heads_read_the_configured_input_and_last_features_stay_pooled(analytic_input):
+    cfg = SlowFastConfig(projection_dim=32, ridge_lambdas=(1e-1, 1e1), analytic_input=analytic_input)
+    model = SlowFastLearners(_detector(), cfg)
+    model.grow_classes(2)
+    det = model.detector
+    expected_dim = det.num_features if analytic_input == "pooled" else sum(det.stage_statistics_dims())
+    assert model.slow_analytic.projection.shape == (expected_dim, 32)
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(10, 3, IMAGE, IMAGE, generator=g), torch.arange(10) % 2
+    model.begin_analytic_experience()
+    model.accumulate_analytic(x, y)
+    model.finish_analytic_experience()
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+        assert torch.allclose(logits, model.slow_analytic(_analytic_inputs(model, x, ["slow"])["slow"]), atol=1e-5)
+        assert torch.allclose(model.last_features, det.multi_features(x, ["slow"])["slow"], atol=1e-5)
