@@ -10,11 +10,11 @@ tensors' in-place version counters and storage), so a copy is never stale.
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch import Tensor, nn
 
 from .split import BackboneSplit
-
 
 
 class MergedTails:

@@ -20,7 +20,7 @@ class SlowFastConfig:
     ``analytic_input``: what the analytic heads see: ``"pooled"`` (the pooled pre-logit features,
     as in SAFE) or ``"stage_statistics"`` (cldf, the default: per-channel mean and std of the
     tail's input map and of each tuned stage's output, each stage's vector scaled to unit RMS,
-    concatenated; chosen on held-out-photo validation: ``benchmarks/results/tuning_analytic_input.md``).
+    concatenated; chosen on held-out-photo validation: ``benchmarks/results/tuning_heldout_validation.md``).
     """
 
     lambda_diag: float = 1.0

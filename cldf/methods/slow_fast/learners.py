@@ -21,14 +21,13 @@ from cldf.methods.slow_fast.cosine_head import CosineHead
 from cldf.methods.slow_fast.losses import cross_classification_loss, feature_alignment_loss, transfer_loss
 
 SLOW, FAST = "slow", "fast"
-Path = Optional[str]
+PLACEHOLDER_ADAPTER = "default"
 
 
 def stage_statistics_input(statistics: list[Tensor]) -> Tensor:
     """The analytic heads' input from per-stage map statistics: each stage's vector scaled to
     unit RMS (so wide and narrow stages weigh alike, whatever their activation scale), concatenated."""
     return torch.cat([s * (s.shape[1] ** 0.5) / s.norm(dim=1, keepdim=True).clamp_min(1e-12) for s in statistics], 1)
-PLACEHOLDER_ADAPTER = "default"
 
 
 class SlowFastLearners(nn.Module):
@@ -153,12 +152,12 @@ class SlowFastLearners(nn.Module):
         self._teacher_features = None if teacher is None else features[paths[1]]
         return self.training_head(self.last_features)
 
-    def analytic_passes(self, x: Tensor, paths: list[Path]) -> tuple[dict[Path, Tensor], dict[Path, Tensor]]:
-        """Pooled features and analytic-head inputs of ``paths`` (one prefix pass)."""
+    def analytic_passes(self, x: Tensor, learners: list[str]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Pooled features and analytic-head inputs of ``learners`` (adapter names; one prefix pass)."""
         if self.config.analytic_input == "pooled":
-            features = self.detector.multi_features(x, paths)
+            features = self.detector.multi_features(x, learners)
             return features, features
-        outputs = self.detector.multi_outputs(x, paths)
+        outputs = self.detector.multi_outputs(x, learners)
         return ({p: o.features for p, o in outputs.items()},
                 {p: stage_statistics_input(o.stage_statistics) for p, o in outputs.items()})
 
