@@ -45,7 +45,7 @@ def tuning_spec(path: Path, stream_set: list[str]) -> StreamSpec:
     overrides = apply_overrides({}, stream_set)
     spec = load_stream_spec(path, overrides=overrides)
     if spec.layout == "embedded" and "validation_photos" not in overrides:
-        spec = load_stream_spec(path, overrides={"validation_photos": "held_out", **overrides})
+        spec = dataclasses.replace(spec, options={**spec.options, "validation_photos": "held_out"})
     return spec
 
 
