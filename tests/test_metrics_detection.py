@@ -17,7 +17,7 @@ from cldf.metrics import (
     eer,
     prediction_metrics,
 )
-from cldf.scores import is_fake_target, p_fake_from_logits
+from cldf.scores import fake_log_odds_from_logits, is_fake_target, p_fake_from_logits
 
 LABELS = [0, 0, 1, 1]
 
@@ -97,6 +97,21 @@ def test_p_fake_keeps_ranking_of_confident_reals():
     assert (1 - logits.softmax(1)[:, 0]).eq(0).all()
     p = p_fake_from_logits(logits, [0])
     assert p[0] > p[1] > 0
+
+
+def test_rankings_use_log_odds_so_confident_fakes_do_not_tie():
+    # Both rows have p_fake = 1.0 exactly in float32 and float64; their log-odds are 40 and 50.
+    logits = torch.tensor([[-20.0, 20.0], [-25.0, 25.0], [3.0, 0.0], [0.0, 1.0]])
+    assert p_fake_from_logits(logits[:2].double(), [0]).eq(1).all()
+    odds = fake_log_odds_from_logits(logits, [0])
+    torch.testing.assert_close(odds, torch.tensor([40.0, 50.0, -3.0, 1.0], dtype=torch.float64))
+    # row 0 is real (scored 40), row 1 fake (50): ranked by log-odds the fake wins that pair, so
+    # AUC = 3/4; the tie at p_fake = 1 would have given that pair half credit (2.5/4)
+    values = prediction_metrics(logits, torch.tensor([0, 1, 0, 1]), real_classes=[0], seen_classes=[0, 1])
+    assert values["auc"] == pytest.approx(0.75)
+    assert auc(p_fake_from_logits(logits, [0]), [0, 1, 0, 1]) == pytest.approx(0.625)
+    assert values["acc"] == pytest.approx(0.75)  # p_fake >= 0.5 for rows 0, 1, 3
+    assert fake_log_odds_from_logits(torch.zeros(2, 1), [0]).eq(torch.finfo(torch.float64).min).all()
 
 
 def test_p_fake_rejects_unknown_real_class():

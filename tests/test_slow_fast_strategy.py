@@ -15,8 +15,8 @@ from avalanche.core import SupervisedPlugin
 
 from cldf.avalanche.slow_fast_strategy import SlowFastStrategy
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
-from cldf.methods.slow_fast import SlowFastConfig, SlowFastLearners, merge_logits
-from cldf.methods.slow_fast.learners import stage_statistics_input
+from cldf.methods.slow_fast import AnalyticHead, DiscriminantHead, SlowFastConfig, SlowFastLearners, merge_logits
+from cldf.methods.slow_fast.learners import PREVIOUS_FAST, stage_statistics_input
 
 IMAGE = 32
 LR = 0.02
@@ -259,7 +259,7 @@ def test_online_stream_needs_task_boundaries_and_switches_learners_once_per_expe
 
 @pytest.mark.parametrize("analytic_input", ["pooled", "stage_statistics"])
 def test_analytic_heads_read_the_configured_input_and_last_features_stay_pooled(analytic_input):
-    cfg = SlowFastConfig(projection_dim=32, ridge_lambdas=(1e-1, 1e1), analytic_input=analytic_input)
+    cfg = SlowFastConfig(analytic_head="ridge", projection_dim=32, ridge_lambdas=(1e-1, 1e1), analytic_input=analytic_input)
     model = SlowFastLearners(_detector(), cfg)
     model.grow_classes(2)
     det = model.detector
@@ -275,3 +275,70 @@ def test_analytic_heads_read_the_configured_input_and_last_features_stay_pooled(
         logits = model(x)
         assert torch.allclose(logits, model.slow_analytic(_analytic_inputs(model, x, ["slow"])["slow"]), atol=1e-5)
         assert torch.allclose(model.last_features, det.multi_features(x, ["slow"])["slow"], atol=1e-5)
+
+
+@pytest.mark.parametrize("analytic_head", ["discriminant", "ridge"])
+def test_the_configured_analytic_head_fits_the_slow_learners_statistics(analytic_head):
+    cfg = SlowFastConfig(analytic_head=analytic_head, projection_dim=32, ridge_lambdas=(1e-1, 1e1))
+    model = SlowFastLearners(_detector(), cfg)
+    model.grow_classes(2)
+    expected = DiscriminantHead if analytic_head == "discriminant" else AnalyticHead
+    assert type(model.slow_analytic) is expected and type(model.fast_analytic) is expected
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(12, 3, IMAGE, IMAGE, generator=g), torch.arange(12) % 2
+    model.begin_analytic_experience()
+    model.accumulate_analytic(x, y)
+    model.finish_analytic_experience()
+    assert int(model.slow_analytic.samples_seen) == 12
+    if analytic_head == "discriminant":  # its statistics are the class means of the stage statistics
+        with torch.no_grad():
+            inputs = _analytic_inputs(model.eval(), x, ["slow"])["slow"].double()
+        torch.testing.assert_close(model.slow_analytic.class_sums[1] / 6, inputs[y == 1].mean(0), rtol=1e-4, atol=1e-5)
+
+
+class _DriftRecorder(SupervisedPlugin):
+    """The fast adapter at the start of each experience, and whether its frozen copy exists while training."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fast_at_start, self.copy_while_training = [], []
+
+    def before_training_exp(self, strategy, **kwargs):
+        det = strategy.model.detector
+        self.fast_at_start.append(det.adapter_state("fast") if "fast" in det.adapter_names else None)
+
+    def before_training_epoch(self, strategy, **kwargs):
+        self.copy_while_training.append(PREVIOUS_FAST in strategy.model.detector.adapter_names)
+
+
+def test_affine_drift_compensation_maps_old_fast_statistics_into_the_current_fast_features():
+    recorder = _DriftRecorder()
+    strategy = SlowFastStrategy(
+        model=_detector(), config=SlowFastConfig(drift_compensation="affine", prediction="merged"),
+        lr=LR, train_mb_size=16, plugins=[recorder], evaluator=None,
+    )
+    bench = _benchmark(32)
+    for experience in bench.train_stream:
+        strategy.train(experience, eval_streams=[])
+    model, det = strategy.model.eval(), strategy.model.detector
+    assert recorder.copy_while_training == [False, True]  # the copy lives only while the fast learner trains
+    assert PREVIOUS_FAST not in det.adapter_names and det.adapter_names == ["slow", "fast"]
+    # by hand: fit x_new ≈ a x_old + b per dimension on experience 2's images (fast adapter before
+    # / after experience 2), then map experience 1's class-1 sums summed with the fast adapter of then
+    det.add_adapter("check", copy_from="fast")
+    det.load_adapter_state("check", recorder.fast_at_start[1])
+    det.freeze_adapter("check")
+    loader = lambda i: torch.utils.data.DataLoader(bench.train_stream[i].dataset.eval(), batch_size=64)  # noqa: E731
+    with torch.no_grad():
+        old, new = zip(*[(_analytic_inputs(model, x, ["check"])["check"], _analytic_inputs(model, x, ["fast"])["fast"])
+                         for x, _, _ in loader(1)])
+        first = [(_analytic_inputs(model, x, ["check"])["check"], y) for x, y, _ in loader(0)]
+    old, new = torch.cat(old).double(), torch.cat(new).double()
+    variance = old.var(0, unbiased=False)
+    varied = variance > 1e-9  # e.g. the std of a 1 x 1 map is always 0: those keep a = 1
+    a = torch.where(varied, ((old - old.mean(0)) * (new - new.mean(0))).mean(0) / variance.clamp_min(1e-30), 1.0)
+    b = new.mean(0) - a * old.mean(0)
+    assert varied.sum() > 500 and (a[varied] - 1).abs().max() > 0.01  # the features did drift
+    class_one = torch.cat([x[y == 1] for x, y in first]).double()
+    expected = a * class_one.sum(0) + len(class_one) * b
+    torch.testing.assert_close(model.fast_analytic.class_sums[1], expected, rtol=1e-3, atol=1e-2)

@@ -141,6 +141,8 @@ class SlowFastStrategy(SupervisedTemplate):
             )
         if isinstance(self.experience, OnlineCLExperience):
             self._chunks_done = 1 if self.experience.is_first_subexp else self._chunks_done + 1
+        if _at_task_boundary(self.experience, before=True):
+            self.model.begin_fast_experience()
         slow_phase = not bool(self.model.fast_started)
         first = slow_phase and self.first_train_epochs is not None
         self.train_epochs = self.first_train_epochs if first else self.later_train_epochs

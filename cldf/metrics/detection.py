@@ -7,6 +7,7 @@ AUC, EER and AP need both classes; on a single-class test set they return NaN an
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from cldf.scores import is_fake_target, p_fake_from_logits
+from cldf.scores import fake_log_odds_from_logits, is_fake_target
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 
@@ -158,11 +159,16 @@ def prediction_metrics(
 ) -> dict[str, float]:
     """Metrics of one (train experience, test experience) cell from a model's outputs.
 
-    ``auc, eer, ap, acc`` on ``p_fake`` and the binary target, and ``attribution``: accuracy of
-    the argmax over ``seen_classes`` (all columns if None; NaN if empty, i.e. nothing trained yet).
+    ``auc, eer, ap, acc`` on ``p_fake`` and the binary target (computed on its log-odds, the
+    same ranking without float rounding of confident scores to 0 or 1; ``acc`` counts
+    ``p_fake >= threshold``), and ``attribution``: accuracy of the argmax over ``seen_classes``
+    (all columns if None; NaN if empty, i.e. nothing trained yet).
     """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold={threshold!r} must be a probability in (0, 1)")
     values = detection_summary(
-        p_fake_from_logits(logits, real_classes), is_fake_target(targets, real_classes), threshold
+        fake_log_odds_from_logits(logits, real_classes), is_fake_target(targets, real_classes),
+        math.log(threshold / (1.0 - threshold)),
     )
     if seen_classes is not None and len(seen_classes) == 0:
         values["attribution"] = float("nan")

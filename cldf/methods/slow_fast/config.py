@@ -7,6 +7,8 @@ from dataclasses import dataclass
 TRANSFER_FORMS = ("standardised", "original")
 PREDICTIONS = ("merged", "fast", "slow")
 ANALYTIC_INPUTS = ("pooled", "stage_statistics")
+ANALYTIC_HEADS = ("discriminant", "ridge")
+DRIFT_COMPENSATIONS = ("none", "affine")
 
 
 @dataclass
@@ -15,7 +17,17 @@ class SlowFastConfig:
 
     ``transfer_form``: ``"standardised"`` (cldf: batch-standardised features, averaged terms)
     or ``"original"`` (SAFE release: per-sample L2-normalised features, summed terms).
-    ``ridge_lambdas`` are the candidates for the analytic heads' ridge penalty, chosen on the
+    ``analytic_head``: the prediction heads fitted from running feature statistics:
+    ``"discriminant"`` (cldf, the default: linear discriminant analysis with the pooled
+    correlation matrix shrunk by ``shrinkage`` towards the identity, :class:`DiscriminantHead`;
+    chosen on held-out-photo validation: ``benchmarks/results/tuning_heldout_validation.md``) or
+    ``"ridge"`` (SAFE's RanPAC-style ridge over ReLU random features, :class:`AnalyticHead`).
+    ``drift_compensation``: ``"affine"`` carries the fast head's statistics of earlier
+    experiences into the fast adapter's current feature space at the end of each experience
+    (a per-dimension affine map fitted on the experience's images through the adapter before and
+    after training, :class:`~cldf.methods.slow_fast.drift.AffineDrift`; discriminant heads only);
+    ``"none"`` keeps them as they were summed (SAFE).
+    For the ridge, ``ridge_lambdas`` are the candidates for the penalty, chosen on the
     ``holdout_fraction`` of each experience; ``projection_dim`` is M of the random projection.
     ``analytic_input``: what the analytic heads see: ``"pooled"`` (the pooled pre-logit features,
     as in SAFE) or ``"stage_statistics"`` (cldf, the default: per-channel mean and std of the
@@ -31,6 +43,9 @@ class SlowFastConfig:
     gamma: float = 1.0
     prediction: str = "merged"
     analytic_input: str = "stage_statistics"
+    analytic_head: str = "discriminant"
+    shrinkage: float = 0.3
+    drift_compensation: str = "none"
     cosine_scale_init: float = 10.0
     projection_dim: int = 2048
     ridge_lambdas: tuple[float, ...] = (1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
@@ -53,6 +68,23 @@ class SlowFastConfig:
             raise ValueError(
                 f"SlowFastConfig.analytic_input={self.analytic_input!r}; valid: {', '.join(ANALYTIC_INPUTS)}"
             )
+        if self.analytic_head not in ANALYTIC_HEADS:
+            raise ValueError(
+                f"SlowFastConfig.analytic_head={self.analytic_head!r}; valid: {', '.join(ANALYTIC_HEADS)}"
+            )
+        if self.drift_compensation not in DRIFT_COMPENSATIONS:
+            raise ValueError(
+                f"SlowFastConfig.drift_compensation={self.drift_compensation!r}; "
+                f"valid: {', '.join(DRIFT_COMPENSATIONS)}"
+            )
+        if self.drift_compensation == "affine" and self.analytic_head != "discriminant":
+            raise ValueError(
+                "SlowFastConfig.drift_compensation='affine' needs analytic_head='discriminant' (the ridge "
+                "head's statistics live in its random-feature space and cannot be mapped); set "
+                "drift_compensation='none' for the ridge"
+            )
+        if not 0.0 < self.shrinkage <= 1.0:
+            raise ValueError(f"SlowFastConfig.shrinkage={self.shrinkage!r} must be in (0, 1]")
         if not self.cosine_scale_init > 0.0:
             raise ValueError(f"SlowFastConfig.cosine_scale_init={self.cosine_scale_init!r} must be > 0")
         if not isinstance(self.projection_dim, int) or self.projection_dim < 1:

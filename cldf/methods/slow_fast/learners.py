@@ -4,7 +4,9 @@ Plain PyTorch over the :class:`cldf.detector.Detector` interface (``multi_featur
 named adapters). The first experience trains the ``slow`` adapter with a transfer loss
 against the pretrained features; :meth:`SlowFastLearners.start_fast_learner` then freezes it
 for good and starts the ``fast`` adapter as its copy, trained on every later experience with
-feature alignment and cross-classification. Prediction merges the two analytic heads by entropy.
+feature alignment and cross-classification. Prediction merges the two analytic heads by entropy,
+or uses one learner's head (``SlowFastConfig.prediction``); the heads are shrunk linear
+discriminants (:class:`DiscriminantHead`, default) or SAFE's ridge (:class:`AnalyticHead`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from cldf.methods.slow_fast.aggregation import merge_logits
 from cldf.methods.slow_fast.analytic_head import AnalyticHead
 from cldf.methods.slow_fast.config import SlowFastConfig
 from cldf.methods.slow_fast.cosine_head import CosineHead
+from cldf.methods.slow_fast.discriminant_head import DiscriminantHead
+from cldf.methods.slow_fast.drift import AffineDrift
 from cldf.methods.slow_fast.losses import cross_classification_loss, feature_alignment_loss, transfer_loss
 
 SLOW, FAST = "slow", "fast"
+PREVIOUS_FAST = "fast_previous"  # the fast adapter as it was at the start of the experience
 PLACEHOLDER_ADAPTER = "default"
 
 
@@ -54,19 +59,20 @@ class SlowFastLearners(nn.Module):
         self.slow_head = CosineHead(dim, classes, cfg.cosine_scale_init, generator).to(device)
         self.fast_head = CosineHead(dim, classes, cfg.cosine_scale_init, generator).to(device)
         self.fast_head.requires_grad_(False)
-        analytic = dict(
-            projection_dim=cfg.projection_dim,
-            ridge_lambdas=cfg.ridge_lambdas,
-            holdout_fraction=cfg.holdout_fraction,
-            num_classes=classes,
-        )
-        self.slow_analytic = AnalyticHead(analytic_dim, generator=generator, **analytic).to(device)
-        self.fast_analytic = AnalyticHead(analytic_dim, generator=generator, **analytic).to(device)
+        self.slow_analytic = self._analytic_head(analytic_dim, classes, generator).to(device)
+        self.fast_analytic = self._analytic_head(analytic_dim, classes, generator).to(device)
         self.register_buffer("fast_started", torch.tensor(False, device=device))
         self.register_buffer("trained_classes", torch.zeros(classes, dtype=torch.bool, device=device))
         self.last_features: Optional[Tensor] = None
         self.last_weights: Optional[tuple[Tensor, Tensor]] = None
         self._teacher_features: Optional[Tensor] = None
+        self._drift: Optional[AffineDrift] = None
+
+    def _analytic_head(self, dim: int, classes: int, generator: torch.Generator) -> AnalyticHead | DiscriminantHead:
+        cfg = self.config
+        if cfg.analytic_head == "discriminant":
+            return DiscriminantHead(dim, cfg.shrinkage, classes)
+        return AnalyticHead(dim, cfg.projection_dim, cfg.ridge_lambdas, cfg.holdout_fraction, classes, generator)
 
     def _adopt_slow_adapter(self) -> None:
         """Make ``slow`` (a copy of the active adapter) the active one; drop the detector's initial ``default`` adapter."""
@@ -206,30 +212,54 @@ class SlowFastLearners(nn.Module):
         return loss
 
     # ----------------------------------------------------------------- analytic heads
+    def begin_fast_experience(self) -> None:
+        """At the start of an experience of the fast learner: with ``drift_compensation='affine'``,
+        keep a frozen copy of the fast adapter (:data:`PREVIOUS_FAST`) until the analytic heads are
+        fitted, so that the drift of its features over the experience can be measured."""
+        if self.config.drift_compensation != "affine" or not bool(self.fast_started):
+            return
+        det = self.detector
+        if PREVIOUS_FAST in det.adapter_names:
+            det.load_adapter_state(PREVIOUS_FAST, det.adapter_state(FAST))
+        else:
+            det.add_adapter(PREVIOUS_FAST, copy_from=FAST)
+        det.freeze_adapter(PREVIOUS_FAST)
+
     def begin_analytic_experience(self, first_position: int = 0) -> None:
         """Start collecting one experience's statistics for both analytic heads (``first_position``:
         see :meth:`AnalyticHead.begin_experience`)."""
         self.slow_analytic.begin_experience(first_position)
         if bool(self.fast_started):
             self.fast_analytic.begin_experience(first_position)
+        tracking = PREVIOUS_FAST in self.detector.adapter_names
+        self._drift = AffineDrift(self.fast_analytic.gram.shape[0], self.detector.device) if tracking else None
 
     @torch.no_grad()
     def accumulate_analytic(self, x: Tensor, targets: Tensor) -> None:
-        """Add a batch (eval transforms) to both analytic heads, in eval mode, one prefix pass."""
+        """Add a batch (eval transforms) to both analytic heads, in eval mode, one prefix pass
+        (and, when drift is tracked, to the drift sums of the fast adapter's previous copy)."""
         was_training = self.training
         self.train(False)
         paths = [SLOW, FAST] if bool(self.fast_started) else [SLOW]
-        _, inputs = self.analytic_passes(x, paths)
+        _, inputs = self.analytic_passes(x, paths + ([PREVIOUS_FAST] if self._drift is not None else []))
         self.train(was_training)
         targets = targets.to(inputs[SLOW].device)
         self.slow_analytic.accumulate(inputs[SLOW], targets)
         if bool(self.fast_started):
             self.fast_analytic.accumulate(inputs[FAST], targets)
+        if self._drift is not None:
+            self._drift.accumulate(inputs[PREVIOUS_FAST], inputs[FAST])
 
     def finish_analytic_experience(self, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> dict[str, float]:
-        """Choose λ and solve both analytic heads (``reduce``: see
-        :meth:`AnalyticHead.finish_experience`); returns the chosen λ per learner."""
+        """Solve both analytic heads (``reduce``: see :meth:`AnalyticHead.finish_experience`);
+        returns each learner's regularisation (the ridge's chosen λ, or the discriminant's shrinkage).
+        With tracked drift, the fast head's earlier statistics are first mapped into the current
+        fast features and the adapter's previous copy is dropped."""
         chosen = {SLOW: self.slow_analytic.finish_experience(reduce)}
+        if self._drift is not None:
+            self.fast_analytic.shift_statistics(*self._drift.fit(reduce))
+            self._drift = None
+            self.detector.delete_adapter(PREVIOUS_FAST)
         if bool(self.fast_started):
             chosen[FAST] = self.fast_analytic.finish_experience(reduce)
         return chosen
