@@ -13,7 +13,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training import Cumulative, Naive
 from avalanche.training.plugins import EvaluationPlugin, EWCPlugin, LwFPlugin, ReplayPlugin
 from avalanche.training.templates import SupervisedTemplate
-from torch import nn
+from torch import Tensor, nn
 
 from .avalanche.ema_balance_plugin import EMABalancePlugin
 from .avalanche.napa_vq_plugin import NAPAVQPlugin, default_previous
@@ -43,12 +43,24 @@ def method_plugins(recipe: Recipe, detector: Detector) -> list[SupervisedPlugin]
     if "replay" in m:
         plugins.append(ReplayPlugin(mem_size=m["replay"].mem_size))
     if "napa_vq" in m:
+        # on the slow/fast learners the eval forward gives the prediction's features (the slow
+        # learner's with prediction=slow): NAPA-VQ's prototypes must come from the trained adapter
+        features_of = _trained_adapter_features(detector) if "slow_fast" in m else None
         plugins.append(NAPAVQPlugin(
             m["napa_vq"], detector.num_features, previous=default_previous(detector), device=detector.device,
+            features_of=features_of,
         ))
     if "ema_balance" in m:
         plugins.append(EMABalancePlugin(m["ema_balance"]))
     return plugins
+
+
+def _trained_adapter_features(detector: Detector) -> Callable[[Tensor], Tensor]:
+    """``x -> features`` of the detector's active adapter (the learner being trained)."""
+    def features(x: Tensor) -> Tensor:
+        name = detector.active_adapter
+        return detector.multi_features(x, [name])[name]
+    return features
 
 
 def model_for(recipe: Recipe, detector: Detector) -> nn.Module:

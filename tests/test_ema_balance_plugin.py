@@ -207,3 +207,26 @@ def test_real_detector_only_adapter_norm_and_head_are_tracked_and_swapped():
         assert torch.equal(named[n], before)
     for n, shadow in plugin.ema.shadow.items():
         assert named[n].requires_grad and torch.equal(named[n].detach(), shadow)
+
+
+def test_swapped_in_shadow_reaches_the_detectors_merged_inference_copy():
+    """A no-grad eval pass runs a cached merged copy of the adapter; copying the shadow in must
+    invalidate it, or inference would keep the weights from before the swap."""
+    from cldf.detector import AdapterConfig, Detector, DetectorConfig
+    from cldf.methods.ema_balance import EMABalance
+
+    torch.manual_seed(0)
+    det = Detector(DetectorConfig(pretrained=False, image_size=32, num_classes=2, device="cpu",
+                                  adapter=AdapterConfig(r=4, tuned_stages=1))).eval()
+    x = torch.randn(4, 3, 32, 32)
+    ema = EMABalance([(n, p) for n, p in det.named_parameters() if p.requires_grad])
+    with torch.no_grad():
+        before = det.multi_features(x, [det.active_adapter])[det.active_adapter]  # builds the merged copy
+        for shadow in ema.shadow.values():
+            shadow.add_(0.05)
+    ema.copy_shadow_to()
+    with torch.no_grad():
+        merged = det.multi_features(x, [det.active_adapter])[det.active_adapter]
+    live = det.multi_features(x, [det.active_adapter])[det.active_adapter].detach()  # grad on: no merged copy
+    torch.testing.assert_close(merged, live, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(before, live, atol=1e-3)

@@ -13,10 +13,13 @@ from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
 from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
 from avalanche.core import SupervisedPlugin
 
+from cldf.avalanche.napa_vq_plugin import NAPAVQPlugin
 from cldf.avalanche.slow_fast_strategy import SlowFastStrategy
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
 from cldf.methods.slow_fast import AnalyticHead, DiscriminantHead, SlowFastConfig, SlowFastLearners, merge_logits
 from cldf.methods.slow_fast.learners import PREVIOUS_FAST, stage_statistics_input
+from cldf.recipes import load_recipe
+from cldf.strategies import method_plugins, model_for
 
 IMAGE = 32
 LR = 0.02
@@ -342,3 +345,20 @@ def test_affine_drift_compensation_maps_old_fast_statistics_into_the_current_fas
     class_one = torch.cat([x[y == 1] for x, y in first]).double()
     expected = a * class_one.sum(0) + len(class_one) * b
     torch.testing.assert_close(model.fast_analytic.class_sums[1], expected, rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("prediction", ["slow", "merged"])
+def test_napa_vq_on_the_slow_fast_learners_reads_the_trained_adapter_whatever_predicts(prediction):
+    recipe = load_recipe("cldf", [f"slow_fast.prediction={prediction}"])
+    det = _detector()
+    model = model_for(recipe, det)
+    (napa,) = [p for p in method_plugins(recipe, det) if isinstance(p, NAPAVQPlugin)]
+    x = torch.randn(6, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(9))
+    model.start_fast_learner()
+    model.eval()
+    with torch.no_grad():
+        det.load_adapter_state("fast", {k: v + 0.05 for k, v in det.adapter_state("fast").items()})
+        seen = napa.features_of(x)
+        fast, slow = (det.multi_features(x, [name])[name] for name in ("fast", "slow"))
+    torch.testing.assert_close(seen, fast)
+    assert not torch.allclose(fast, slow, atol=1e-3)  # the two learners differ, so the check can fail

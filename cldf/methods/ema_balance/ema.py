@@ -263,7 +263,9 @@ class EMABalance:
                 targets.append(tensor)
                 sources.append(self._shadow[i])
         if targets:
-            torch._foreach_copy_([t.data for t in targets], sources)
+            # on the tensors, not .data: bumps their version counters, so cached merged copies
+            # of an adapter (cldf.detector.MergedTails) see the new weights
+            torch._foreach_copy_(targets, sources)
 
     @contextmanager
     def using_shadow(self) -> Iterator[None]:
@@ -275,7 +277,7 @@ class EMABalance:
             yield
         finally:
             with torch.no_grad():
-                torch._foreach_copy_([p.data for p in self.parameters], backup)
+                torch._foreach_copy_(list(self.parameters), backup)
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Tensor]:

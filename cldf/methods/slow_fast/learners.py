@@ -42,7 +42,9 @@ class SlowFastLearners(nn.Module):
     (slow on the first experience, fast afterwards); in eval mode it returns the
     entropy-merged analytic logits (the slow analytic head alone while no fast learner exists,
     and the slow cosine head before any analytic fit). ``last_features`` holds the features
-    of the learner being trained (training) or of the fast learner (eval, once it exists);
+    of the learner being trained (training) or of the predicting learner in eval (the fast one
+    for the merged prediction, once it exists); plug-ins that need the trained learner's features
+    in eval read them from the detector's active adapter instead (see ``cldf.strategies``).
     ``last_weights`` the per-sample ``(w_slow, w_fast)`` of the last merged prediction.
     """
 
