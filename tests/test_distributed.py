@@ -74,7 +74,8 @@ def analytic_heads_over(model, dataset, fit) -> dict[str, torch.Tensor]:
     copied = copy.deepcopy(model)
     fit(copied, dataset)
     return {f"{head}.{k}": v for head in ("slow_analytic", "fast_analytic")
-            for k, v in getattr(copied, head).state_dict().items() if k in ("gram", "cross", "weight", "ridge", "samples_seen")}
+            for k, v in getattr(copied, head).state_dict().items()
+            if k in ("gram", "cross", "weight", "ridge", "samples_seen", "class_sums", "class_counts", "bias", "center")}
 
 
 def single_process_fit(model, dataset) -> None:
@@ -185,11 +186,12 @@ def test_analytic_statistics_equal_single_process(two_processes):
         saved = load(two_processes, rank)
         for key in [k for k in saved if k.startswith("single.")]:
             single, sharded = saved[key].double(), saved[key.replace("single.", "sharded.", 1)].double()
-            if key.endswith(("ridge", "samples_seen")):
+            if key.endswith(("ridge", "samples_seen", "class_counts")):
                 assert torch.equal(sharded, single), key
             else:  # float32 features of other batch compositions: relative error ~1e-7
                 assert float((sharded - single).norm() / single.norm()) < 1e-5, key
-        assert int(saved["single.slow_analytic.samples_seen"]) - int(saved["exp1.slow_analytic.samples_seen"]) == 18
+        counts = [saved[f"{part}.slow_analytic.class_counts"].sum() for part in ("single", "exp1")]
+        assert int(counts[0] - counts[1]) == 18  # the discriminant heads' sums hold the 18 samples once
         for key in [k for k in saved if k.startswith("pending.single.")]:
             sharded = saved[key.replace(".single.", ".sharded.")]
             assert torch.allclose(sharded, saved[key], rtol=1e-12, atol=1e-12), key
