@@ -130,6 +130,17 @@ def test_passes_without_gradient_use_a_merged_tail_that_follows_every_change(tun
         for name in ("default", "fast"):
             assert torch.allclose(merged[name], _lora_tail_features(det, x, name), atol=1e-4), (step, name)
         assert not torch.allclose(merged["default"], merged["fast"], atol=1e-3)
+    # a train-mode forward without a step moves only the normalisation statistics (their update
+    # does not bump the running buffers' version counters): the copy must follow them too
+    det.train()
+    with torch.no_grad():
+        det(torch.randn(8, 3, 64, 64) * 3 + 1)
+    det.eval()
+    with torch.no_grad():
+        after_statistics = det.multi_features(x, ["fast"])["fast"]
+    assert torch.allclose(after_statistics, _lora_tail_features(det, x, "fast"), atol=1e-4)
+    assert not torch.allclose(after_statistics, merged["fast"], atol=1e-3)
+    merged["fast"] = after_statistics
     # the copies are not part of the model: nothing extra to save, and deep copies work
     assert all("merged" not in k for k in det.state_dict())
     clone = copy.deepcopy(det)
