@@ -43,7 +43,8 @@ def _learners(args: argparse.Namespace, tuned_stages: int) -> SlowFastLearners:
     adapter = AdapterConfig(r=args.rank, tuned_stages=tuned_stages)
     det = Detector(DetectorConfig(backbone=args.backbone, pretrained="auto", image_size=args.image_size,
                                   adapter=adapter, device=args.device, num_classes=args.classes))
-    model = SlowFastLearners(det, SlowFastConfig(projection_dim=args.projection_dim))
+    config = SlowFastConfig(analytic_head="ridge", projection_dim=args.projection_dim, prediction="merged")
+    model = SlowFastLearners(det, config)
     model.start_fast_learner()
     model.grow_classes(args.classes)
     model.begin_analytic_experience()

@@ -53,7 +53,8 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
 def test_config_defaults_follow_the_spec():
     cfg = SlowFastConfig()
     assert (cfg.lambda_diag, cfg.lambda_rdn, cfg.lambda_fa, cfg.lambda_cc, cfg.gamma) == (1, 1, 50, 1, 1)
-    assert (cfg.analytic_head, cfg.shrinkage, cfg.ridge_lambdas) == ("discriminant", 0.3, (1e3, 1e4, 1e5, 1e6, 1e7, 1e8))
+    assert (cfg.analytic_head, cfg.shrinkage, cfg.prediction, cfg.drift_compensation) == ("discriminant", 0.3, "slow", "none")
+    assert cfg.ridge_lambdas == (1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
     assert (cfg.projection_dim, cfg.holdout_fraction, cfg.cosine_scale_init) == (2048, 0.2, 10.0)
 
 

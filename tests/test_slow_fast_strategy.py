@@ -94,7 +94,7 @@ def _run(train_size: int):
     recorder = _Recorder()
     strategy = SlowFastStrategy(
         model=_detector(),
-        config=SlowFastConfig(projection_dim=128, ridge_lambdas=(1e-1, 1e1, 1e3), lambda_fa=5.0),
+        config=SlowFastConfig(prediction="merged", lambda_fa=5.0),
         lr=LR,
         train_mb_size=16,
         first_train_epochs=3,

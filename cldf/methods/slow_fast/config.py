@@ -22,6 +22,10 @@ class SlowFastConfig:
     correlation matrix shrunk by ``shrinkage`` towards the identity, :class:`DiscriminantHead`;
     chosen on held-out-photo validation: ``benchmarks/results/tuning_heldout_validation.md``) or
     ``"ridge"`` (SAFE's RanPAC-style ridge over ReLU random features, :class:`AnalyticHead`).
+    ``prediction``: ``"slow"`` (the default: the slow learner's head alone, chosen on held-out-photo
+    validation, where it beat the merge: the fast head's statistics of old experiences were summed
+    with earlier fast features), ``"merged"`` (SAFE's entropy-weighted merge of both heads) or
+    ``"fast"``.
     ``drift_compensation``: ``"affine"`` carries the fast head's statistics of earlier
     experiences into the fast adapter's current feature space at the end of each experience
     (a per-dimension affine map fitted on the experience's images through the adapter before and
@@ -41,7 +45,7 @@ class SlowFastConfig:
     lambda_fa: float = 50.0
     lambda_cc: float = 1.0
     gamma: float = 1.0
-    prediction: str = "merged"
+    prediction: str = "slow"
     analytic_input: str = "stage_statistics"
     analytic_head: str = "discriminant"
     shrinkage: float = 0.3

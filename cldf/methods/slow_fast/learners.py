@@ -39,9 +39,9 @@ class SlowFastLearners(nn.Module):
     """Detector + slow/fast adapters, cosine training heads and analytic prediction heads.
 
     ``forward`` in training mode returns the training logits of the learner being trained
-    (slow on the first experience, fast afterwards); in eval mode it returns the
-    entropy-merged analytic logits (the slow analytic head alone while no fast learner exists,
-    and the slow cosine head before any analytic fit). ``last_features`` holds the features
+    (slow on the first experience, fast afterwards); in eval mode it returns the configured
+    prediction: the slow analytic head, the fast one, or their entropy merge (the slow analytic
+    head alone while no fast learner exists, and the slow cosine head before any analytic fit). ``last_features`` holds the features
     of the learner being trained (training) or of the predicting learner in eval (the fast one
     for the merged prediction, once it exists); plug-ins that need the trained learner's features
     in eval read them from the detector's active adapter instead (see ``cldf.strategies``).
