@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cldf.methods.slow_fast.growth import match_saved_shapes
+from cldf.methods.slow_fast.growth import check_targets, match_saved_shapes
 
 
 class _ExperienceStatistics:
@@ -106,11 +106,7 @@ class AnalyticHead(nn.Module):
         """Add a batch (features B x d, integer targets) to the current experience's sums."""
         if self._pending is None:
             raise RuntimeError("AnalyticHead.accumulate called before begin_experience()")
-        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= self.num_classes):
-            raise ValueError(
-                f"AnalyticHead targets must lie in [0, {self.num_classes}); got "
-                f"[{int(targets.min())}, {int(targets.max())}]; call grow_classes first"
-            )
+        check_targets("AnalyticHead", targets, self.num_classes)
         pending = self._pending
         h = self.embed(features).double()
         y = F.one_hot(targets.long(), self.num_classes).double()

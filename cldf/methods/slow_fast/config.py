@@ -62,25 +62,12 @@ class SlowFastConfig:
             value = getattr(self, name)
             if not value >= 0.0:
                 raise ValueError(f"SlowFastConfig.{name}={value!r} must be a number >= 0")
-        if self.transfer_form not in TRANSFER_FORMS:
-            raise ValueError(
-                f"SlowFastConfig.transfer_form={self.transfer_form!r}; valid: {', '.join(TRANSFER_FORMS)}"
-            )
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"SlowFastConfig.prediction={self.prediction!r}; valid: {', '.join(PREDICTIONS)}")
-        if self.analytic_input not in ANALYTIC_INPUTS:
-            raise ValueError(
-                f"SlowFastConfig.analytic_input={self.analytic_input!r}; valid: {', '.join(ANALYTIC_INPUTS)}"
-            )
-        if self.analytic_head not in ANALYTIC_HEADS:
-            raise ValueError(
-                f"SlowFastConfig.analytic_head={self.analytic_head!r}; valid: {', '.join(ANALYTIC_HEADS)}"
-            )
-        if self.drift_compensation not in DRIFT_COMPENSATIONS:
-            raise ValueError(
-                f"SlowFastConfig.drift_compensation={self.drift_compensation!r}; "
-                f"valid: {', '.join(DRIFT_COMPENSATIONS)}"
-            )
+        for name, choices in (("transfer_form", TRANSFER_FORMS), ("prediction", PREDICTIONS),
+                              ("analytic_input", ANALYTIC_INPUTS), ("analytic_head", ANALYTIC_HEADS),
+                              ("drift_compensation", DRIFT_COMPENSATIONS)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(f"SlowFastConfig.{name}={value!r}; valid: {', '.join(choices)}")
         if self.drift_compensation == "affine" and self.analytic_head != "discriminant":
             raise ValueError(
                 "SlowFastConfig.drift_compensation='affine' needs analytic_head='discriminant' (the ridge "

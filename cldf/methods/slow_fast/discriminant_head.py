@@ -7,8 +7,8 @@ matrix R = D⁻¹ S D⁻¹ (D = diag(S)^½) shrunk towards the identity, R_α = 
 (α = ``shrinkage``), Σ = D R_α D. Logits are the Gaussian log-posteriors up to a constant,
 z_c = w_cᵀ (x − m) − ½ (μ_c − m)ᵀ w_c + log(n_c / N) with w_c = Σ⁻¹ (μ_c − m) and m the mean
 of all samples (centring keeps the float32 logits exact: uncentred, the two terms are large and
-nearly cancel); a class without data gets :data:`NO_DATA_LOGIT`. With frozen features the statistics of a stream are exactly those of all
-its data at once. All statistics are plain sums: with several processes,
+nearly cancel); a class without data gets :data:`NO_DATA_LOGIT`. With frozen features the
+statistics of a stream are exactly those of all its data at once. All statistics are plain sums: with several processes,
 :meth:`DiscriminantHead.finish_experience` sums them through its ``reduce`` hook before solving.
 """
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cldf.methods.slow_fast.growth import match_saved_shapes
+from cldf.methods.slow_fast.growth import check_targets, match_saved_shapes
 
 NO_DATA_LOGIT = -1e9
 _MIN_VARIANCE = 1e-12
@@ -74,19 +74,14 @@ class DiscriminantHead(nn.Module):
     def begin_experience(self, first_position: int = 0) -> None:
         """Start collecting one experience's sums (``first_position`` is accepted for the
         interface the analytic heads share; the sums do not depend on sample order)."""
-        zeros = dict(dtype=torch.float64, device=self.gram.device)
         self._pending = (torch.zeros_like(self.gram), torch.zeros_like(self.class_sums),
-                         torch.zeros(self.num_classes, **zeros))
+                         torch.zeros_like(self.class_counts))
 
     def accumulate(self, features: Tensor, targets: Tensor) -> None:
         """Add a batch (features B x d, integer targets) to the current experience's sums."""
         if self._pending is None:
             raise RuntimeError("DiscriminantHead.accumulate called before begin_experience()")
-        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= self.num_classes):
-            raise ValueError(
-                f"DiscriminantHead targets must lie in [0, {self.num_classes}); got "
-                f"[{int(targets.min())}, {int(targets.max())}]; call grow_classes first"
-            )
+        check_targets("DiscriminantHead", targets, self.num_classes)
         gram, sums, counts = self._pending
         x = features.double()
         gram += x.T @ x

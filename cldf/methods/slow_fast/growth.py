@@ -1,4 +1,5 @@
-"""Loading state into heads whose class dimension grew after they were saved."""
+"""Heads whose class dimension grows: checking targets against it, and loading state saved
+before it grew."""
 
 from __future__ import annotations
 
@@ -26,3 +27,12 @@ def match_saved_shapes(
             setattr(module, name, nn.Parameter(fresh, requires_grad=current.requires_grad))
         else:
             module.register_buffer(name, fresh)
+
+
+def check_targets(owner: str, targets: Tensor, num_classes: int) -> None:
+    """Raise a ValueError naming ``owner`` unless every target lies in ``[0, num_classes)``."""
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
+        raise ValueError(
+            f"{owner} targets must lie in [0, {num_classes}); got "
+            f"[{int(targets.min())}, {int(targets.max())}]; call grow_classes first"
+        )

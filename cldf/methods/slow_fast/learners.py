@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from cldf.methods.napa_vq.previous import DetectorAdapterSnapshot
 from cldf.methods.slow_fast.aggregation import merge_logits
 from cldf.methods.slow_fast.analytic_head import AnalyticHead
 from cldf.methods.slow_fast.config import SlowFastConfig
@@ -41,9 +42,9 @@ class SlowFastLearners(nn.Module):
     ``forward`` in training mode returns the training logits of the learner being trained
     (slow on the first experience, fast afterwards); in eval mode it returns the configured
     prediction: the slow analytic head, the fast one, or their entropy merge (the slow analytic
-    head alone while no fast learner exists, and the slow cosine head before any analytic fit). ``last_features`` holds the features
-    of the learner being trained (training) or of the predicting learner in eval (the fast one
-    for the merged prediction, once it exists); plug-ins that need the trained learner's features
+    head alone while no fast learner exists, and the slow cosine head before any analytic fit).
+    ``last_features`` holds the features of the learner being trained (training) or of the
+    predicting learner in eval (the fast one for the merged prediction, once it exists); plug-ins that need the trained learner's features
     in eval read them from the detector's active adapter instead (see ``cldf.strategies``).
     ``last_weights`` the per-sample ``(w_slow, w_fast)`` of the last merged prediction.
     """
@@ -218,14 +219,8 @@ class SlowFastLearners(nn.Module):
         """At the start of an experience of the fast learner: with ``drift_compensation='affine'``,
         keep a frozen copy of the fast adapter (:data:`PREVIOUS_FAST`) until the analytic heads are
         fitted, so that the drift of its features over the experience can be measured."""
-        if self.config.drift_compensation != "affine" or not bool(self.fast_started):
-            return
-        det = self.detector
-        if PREVIOUS_FAST in det.adapter_names:
-            det.load_adapter_state(PREVIOUS_FAST, det.adapter_state(FAST))
-        else:
-            det.add_adapter(PREVIOUS_FAST, copy_from=FAST)
-        det.freeze_adapter(PREVIOUS_FAST)
+        if self.config.drift_compensation == "affine" and bool(self.fast_started):
+            DetectorAdapterSnapshot(self.detector, adapter=FAST, name=PREVIOUS_FAST).snapshot()
 
     def begin_analytic_experience(self, first_position: int = 0) -> None:
         """Start collecting one experience's statistics for both analytic heads (``first_position``:
