@@ -12,7 +12,7 @@ from torch import nn
 
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .detector import Detector
-from .recipes import parse_recipe
+from .recipes import parse_stored_recipe
 from .run_state import detector_of, restore_model
 from .scores import p_fake_from_logits
 from .strategies import model_for
@@ -35,7 +35,7 @@ def load_trained(path: str | Path) -> TrainedDetector:
     path = Path(path)
     folder = latest_checkpoint(path) or path
     tensors, manifest = load_checkpoint(folder)
-    recipe = parse_recipe(manifest["recipe"], f"{folder}/manifest.json")
+    recipe = parse_stored_recipe(manifest["recipe"], f"{folder}/manifest.json")
     model = model_for(recipe, Detector(recipe.detector))
     restore_model(model, tensors, manifest["model"], folder)
     model.eval()

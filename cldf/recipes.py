@@ -155,6 +155,25 @@ def load_recipe(name_or_path: str, overrides: Optional[list[str]] = None) -> Rec
     return parse_recipe(apply_overrides(raw, overrides or []), str(path))
 
 
+# Settings added after checkpoints were first written, with the behaviour that applied before each
+# existed: a stored recipe that lacks one was trained (and must be rebuilt) that way.
+BEHAVIOUR_BEFORE_SETTING: dict[str, dict[str, Any]] = {
+    "slow_fast": {"prediction": "merged", "analytic_input": "pooled", "analytic_head": "ridge",
+                  "drift_compensation": "none"},
+}
+
+
+def parse_stored_recipe(raw: dict[str, Any], source: str) -> Recipe:
+    """:func:`parse_recipe` for a fully resolved recipe stored by an earlier cldf (a checkpoint's
+    manifest): a setting it lacks takes the behaviour from before the setting existed, not
+    today's default (:data:`BEHAVIOUR_BEFORE_SETTING`)."""
+    raw = dict(raw)
+    for section, before in BEHAVIOUR_BEFORE_SETTING.items():
+        if isinstance(raw.get(section), dict):
+            raw[section] = {**before, **raw[section]}
+    return parse_recipe(raw, source)
+
+
 def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     """Validate a recipe mapping; errors name the file, the key and the valid values."""
     raw = dict(raw)

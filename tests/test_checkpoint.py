@@ -25,10 +25,10 @@ from cldf.detector import Detector
 from cldf.faults import NonFiniteLossError
 from cldf.metrics.avalanche_metrics import DetectionPluginMetric
 from cldf.predict import load_trained, predict_files
-from cldf.recipes import load_recipe
-from cldf.run_state import check_resumable, load_optimizer_state, optimizer_tensors, rng_state, set_rng_state
+from cldf.recipes import load_recipe, parse_recipe
+from cldf.run_state import check_resumable, restore_model, load_optimizer_state, optimizer_tensors, rng_state, set_rng_state
 from cldf.runner import run
-from cldf.strategies import build_strategy
+from cldf.strategies import build_strategy, model_for
 from cldf.streams import build_stream, load_stream_spec
 
 TWO = EXPERIENCES[:2]
@@ -267,3 +267,30 @@ def test_compatibility_check_compares_nested_settings_and_skips_free_ones(tmp_pa
         "recipe.detector.image_size: checkpoint 32 vs now [32]",
         "seed: checkpoint 0 vs now 1",
     ]
+
+
+def test_a_checkpoint_stored_before_the_head_settings_existed_loads_as_it_was_trained(tmp_path):
+    # a safe run with the heads of before: ridge over pooled features, merged prediction
+    old = ["slow_fast.analytic_head=ridge", "slow_fast.analytic_input=pooled", "slow_fast.prediction=merged",
+           "slow_fast.projection_dim=64"]
+    args = cli_args("safe", TWO, "--out", str(tmp_path / "run"), *[f"--set={s}" for s in old])
+    assert main(args) == 0
+    checkpoint = latest_checkpoint(tmp_path / "run")
+    with tempfile.TemporaryDirectory() as folder:
+        image = Path(folder) / "x.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(image)
+        (before,) = predict_files(load_trained(checkpoint), [image])
+        # the manifest as an earlier cldf wrote it: without the settings added since
+        manifest_path = checkpoint / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        for key in ("analytic_head", "analytic_input", "prediction", "shrinkage", "drift_compensation"):
+            del manifest["recipe"]["slow_fast"][key]
+        manifest_path.write_text(json.dumps(manifest))
+        (after,) = predict_files(load_trained(checkpoint), [image])
+    assert after["p_fake"] == pytest.approx(before["p_fake"], abs=1e-6)
+    assert after["attribution"] == before["attribution"]
+    # today's defaults (discriminant heads) would not fit its tensors
+    recipe = parse_recipe(manifest["recipe"], "stored")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        restore_model(model_for(recipe, Detector(recipe.detector)), load_checkpoint(checkpoint)[0],
+                      manifest["model"], checkpoint)
