@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from cldf.methods.slow_fast import (
     AnalyticHead,
     CosineHead,
+    DiscriminantHead,
     SlowFastConfig,
     cross_classification_loss,
     feature_alignment_loss,
@@ -258,8 +259,10 @@ def test_analytic_state_is_tensors_of_fixed_size_and_reloads_into_a_smaller_head
     assert torch.equal(fresh(x), head(x))
 
 
-def test_analytic_head_rejects_targets_outside_its_classes_and_calls_out_of_order():
-    head = AnalyticHead(3, 4, num_classes=2)
+@pytest.mark.parametrize("make_head", [lambda: AnalyticHead(3, 4, num_classes=2),
+                                       lambda: DiscriminantHead(3, num_classes=2)], ids=["ridge", "discriminant"])
+def test_analytic_heads_reject_targets_outside_their_classes_and_calls_out_of_order(make_head):
+    head = make_head()
     with pytest.raises(RuntimeError, match="begin_experience"):
         head.accumulate(torch.zeros(1, 3), torch.tensor([0]))
     head.begin_experience()
