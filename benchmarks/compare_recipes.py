@@ -25,13 +25,16 @@ from cldf.report.report import write_report
 from cldf.runner import run
 from cldf.streams import build_stream, load_stream_spec
 
-RECIPES = ("naive", "lwf", "ewc", "safe", "napa_vq", "ema", "cldf", "replay", "joint")
+RECIPES = ("naive", "lwf", "ewc", "safe", "napa_vq", "ema", "cldf", "frozen", "replay", "joint")
 
 
 def _run_one(job: tuple[argparse.Namespace, str, int]) -> Path:
     args, name, seed = job
-    stream = build_stream(load_stream_spec(args.stream, overrides=apply_overrides({}, args.stream_set)))
     out = args.out / name / f"seed{seed}"
+    if args.keep and (out / "results.json").is_file():
+        return out / "results.json"
+    stream = build_stream(load_stream_spec(args.stream, data_root=args.data,
+                                           overrides=apply_overrides({}, args.stream_set)))
     run(load_recipe(name, args.set), stream, seed=seed, out_dir=out, recipe_name=name, progress=False,
         echo=lambda line: print(f"[{name} seed {seed}] {line}", flush=True))
     return out / "results.json"
@@ -42,9 +45,11 @@ def main() -> int:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--stream", type=Path, default=EMBEDDED_STREAM)
+    parser.add_argument("--data", type=Path, help="data root of the stream (e.g. the built FF++ crops)")
     parser.add_argument("--stream-set", action="append", default=[])
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--keep", action="store_true", help="reuse runs whose results.json exists")
     parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (one thread each)")
     parser.add_argument("--report", type=Path, default=Path("benchmarks/results/embedded.md"))
     args = parser.parse_args()

@@ -18,7 +18,11 @@ import dataclasses
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from cldf.cli import EMBEDDED_STREAM
 from cldf.config_io import apply_overrides
@@ -40,13 +44,28 @@ def validation_as_test(stream: Stream) -> Stream:
     return dataclasses.replace(stream, experiences=experiences)
 
 
-def tuning_spec(path: Path, stream_set: list[str]) -> StreamSpec:
+def tuning_spec(path: Path, stream_set: list[str], data_root: Path | None = None) -> StreamSpec:
     """The stream to tune on: an embedded stream validates on held-out photos by default."""
     overrides = apply_overrides({}, stream_set)
-    spec = load_stream_spec(path, overrides=overrides)
+    spec = load_stream_spec(path, data_root=data_root, overrides=overrides)
     if spec.layout == "embedded" and "validation_photos" not in overrides:
         spec = dataclasses.replace(spec, options={**spec.options, "validation_photos": "held_out"})
     return spec
+
+
+def _validate(job: tuple[argparse.Namespace, str, int]) -> tuple[str, int, float, float, float]:
+    args, candidate, seed = job
+    stream = validation_as_test(build_stream(tuning_spec(args.stream, args.stream_set, args.data)))
+    settings = [s for s in candidate.split(",") if s]
+    start = time.perf_counter()
+    m = run(load_recipe(args.recipe, args.set + settings), stream, seed=seed, progress=False)["metrics"]
+    print(f"{candidate or '(recipe defaults)'} seed {seed}: val avg AUC {m['avg_auc']:.3f}, "
+          f"forgetting {m['forgetting_auc']:.3f}", flush=True)
+    return candidate, seed, m["avg_auc"], m["forgetting_auc"], time.perf_counter() - start
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
 def main() -> int:
@@ -56,27 +75,34 @@ def main() -> int:
                         help="comma-separated key=value settings; repeat for each candidate ('' = defaults)")
     parser.add_argument("--set", action="append", default=[], help="settings shared by every candidate")
     parser.add_argument("--stream", type=Path, default=EMBEDDED_STREAM)
+    parser.add_argument("--data", type=Path, help="data root of the stream (e.g. the built FF++ crops)")
     parser.add_argument("--stream-set", action="append", default=[])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (one thread each)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    stream = validation_as_test(build_stream(tuning_spec(args.stream, args.stream_set)))
+    for candidate in args.candidate:  # every setting valid before anything runs
+        load_recipe(args.recipe, args.set + [s for s in candidate.split(",") if s])
+    jobs = [(args, candidate, seed) for candidate in args.candidate for seed in args.seeds]
+    with ProcessPoolExecutor(args.jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        done = list(pool.map(_validate, jobs))
     rows = []
     for candidate in args.candidate:
-        settings = [s for s in candidate.split(",") if s]
-        start = time.perf_counter()
-        results = run(load_recipe(args.recipe, args.set + settings), stream, seed=args.seed, progress=False)
-        m = results["metrics"]
-        rows.append((candidate or "(recipe defaults)", m["avg_auc"], m["forgetting_auc"], time.perf_counter() - start))
-        print(f"{rows[-1][0]}: val avg AUC {m['avg_auc']:.3f}, forgetting {m['forgetting_auc']:.3f}", flush=True)
+        mine = [d for d in done if d[0] == candidate]
+        aucs = [d[2] for d in mine]
+        rows.append((candidate or "(recipe defaults)", float(np.mean(aucs)), _mean_std(aucs),
+                     _mean_std([d[3] for d in mine]), sum(d[4] for d in mine)))
     best = max(rows, key=lambda r: r[1])
+    seeds = " ".join(str(s) for s in args.seeds)
     lines = [f"# Tuning `{args.recipe}` on the validation splits", "", f"Command: `python {shlex.join(sys.argv)}`", "",
+             f"Seeds {seeds}; mean ± std over seeds.", "",
              "| candidate | val avg AUC | val forgetting | seconds |", "|---|---:|---:|---:|"]
-    lines += [f"| {c} | {a:.3f} | {f:.3f} | {s:.0f} |" for c, a, f, s in rows]
-    lines += ["", f"Chosen (highest validation average AUC): `{best[0]}`", ""]
+    lines += [f"| {c} | {a} | {f} | {s:.0f} |" for c, _, a, f, s in rows]
+    lines += ["", f"Highest validation average AUC: `{best[0]}`", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
     return 0
 
 

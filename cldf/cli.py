@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .config_io import ConfigError
+from .resources import EMBEDDED_STREAM, shipped_streams, stream_path
 from .streams.errors import StreamDataError, StreamSpecError
 
-EMBEDDED_STREAM = Path(__file__).resolve().parent.parent / "benchmarks" / "streams" / "embedded.yaml"
 DATA_LAYOUTS = ("cddb", "folders", "deepfakebench", "csv")
 DEMO_RECIPES = ("naive", "cldf")
 
@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train a recipe through a stream of new forgeries")
-    run.add_argument("recipe", help="a recipe under strategies/ (naive, cldf, ...) or a .yaml path")
+    run.add_argument("recipe", help="a shipped recipe (naive, cldf, ...; the checkout's strategies/) or a .yaml path")
     _add_stream_arguments(run)
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe setting, e.g. training.epochs=3")
     run.add_argument("--seed", type=int, default=0)
@@ -85,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stream", type=Path, help="a stream YAML (default: the embedded offline stream)")
+    parser.add_argument("--stream", type=Path, metavar="NAME|YAML",
+                        help=f"a shipped stream ({', '.join(shipped_streams())}) or a stream YAML "
+                             "(default: embedded, the offline stream)")
     parser.add_argument("--data", type=Path, help="data root (for --stream files with a relative root, or with --layout)")
     parser.add_argument("--layout", choices=DATA_LAYOUTS, help="build a stream from --data in this layout")
     parser.add_argument("--order", help="comma-separated generators, in stream order (default: folders, sorted)")
@@ -117,7 +119,7 @@ def stream_from_args(args: argparse.Namespace) -> Any:
         raw = {"name": f"{args.layout}:{args.data.name}", "layout": args.layout, "root": str(args.data.resolve()),
                "experiences": _generator_order(args.data, args.layout, args.order), **overrides}
         return build_stream(parse_stream_spec(raw, source="command line"))
-    path = args.stream or EMBEDDED_STREAM
+    path = stream_path(args.stream) if args.stream else EMBEDDED_STREAM
     return build_stream(load_stream_spec(path, data_root=args.data, overrides=overrides))
 
 

@@ -1,4 +1,5 @@
-"""Strategy recipes: YAML files under ``strategies/`` -> a validated :class:`Recipe`.
+"""Strategy recipes: YAML files shipped in the package (``cldf/resources/recipes/``, the checkout's
+``strategies/``) -> a validated :class:`Recipe`.
 
 Every recipe shares the detector, input size, epochs and optimiser defaults below; a recipe only
 states its strategy and the settings of its method(s). Reference points that store past images
@@ -18,8 +19,8 @@ from .detector import DetectorConfig
 from .methods.ema_balance import EMABalanceConfig
 from .methods.napa_vq import NAPAVQConfig
 from .methods.slow_fast import SlowFastConfig
+from .resources import RECIPES_DIR, shipped_names
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "strategies"
 OPTIMIZERS = ("adamw", "sgd")
 NONFINITE_LOSS_POLICIES = ("error", "skip")
 
@@ -97,6 +98,7 @@ STRATEGIES: dict[str, StrategyKind] = {
     "lwf": StrategyKind(("lwf",)),
     "ewc": StrategyKind(("ewc",)),
     "safe": StrategyKind(("slow_fast",)),
+    "frozen": StrategyKind(("slow_fast",)),
     "napa_vq": StrategyKind(("napa_vq",)),
     "ema": StrategyKind(("ema_balance",)),
     "cldf": StrategyKind(("slow_fast", "napa_vq", "ema_balance")),
@@ -129,8 +131,8 @@ class Recipe:
 
 
 def available_recipes() -> list[str]:
-    """Names of the recipes shipped under ``strategies/``."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    """Names of the recipes shipped with the package (``naive``, ``cldf``, ...)."""
+    return shipped_names(RECIPES_DIR)
 
 
 def recipe_path(name_or_path: str) -> Path:

@@ -185,11 +185,8 @@ def capture(strategy: Any, metric: DetectionPluginMetric, with_optimizer: bool) 
     return tensors, {"model": model_info(strategy.model), "clock": clock, "rng": rng_info}
 
 
-def restore(strategy: Any, metric: DetectionPluginMetric, tensors: dict[str, Tensor], info: dict[str, Any],
-            source: Path) -> None:
-    """Put back what :func:`capture` saved; the optimiser state waits in an
-    :class:`OptimizerStateLoader` plug-in of the strategy, if it has one."""
-    check_resumable(strategy)
+def restore_learned(strategy: Any, tensors: dict[str, Tensor], info: dict[str, Any], source: Path) -> None:
+    """Put back the model and every plug-in's state: all that prediction needs."""
     restore_model(strategy.model, tensors, info["model"], source)
     for plugin in strategy.plugins:
         if hasattr(plugin, "load_state_dict"):
@@ -197,6 +194,15 @@ def restore(strategy: Any, metric: DetectionPluginMetric, tensors: dict[str, Ten
             if not state:
                 raise CheckpointError(f"{source}: no state for plug-in {type(plugin).__name__}")
             plugin.load_state_dict(state)
+
+
+def restore(strategy: Any, metric: DetectionPluginMetric, tensors: dict[str, Tensor], info: dict[str, Any],
+            source: Path) -> None:
+    """Put back what :func:`capture` saved; the optimiser state waits in an
+    :class:`OptimizerStateLoader` plug-in of the strategy, if it has one."""
+    check_resumable(strategy)
+    restore_learned(strategy, tensors, info, source)
+    for plugin in strategy.plugins:
         if isinstance(plugin, OptimizerStateLoader):
             plugin.pending = sub_state(tensors, "optimizer.")
     metric.load_state_dict(sub_state(tensors, "metric."))

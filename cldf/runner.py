@@ -17,7 +17,6 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .atomic_io import write_json_atomic
 from .checkpoint import CheckpointError, check_compatible, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config_io import ConfigError
 from .cost import kept_state_bytes
@@ -28,7 +27,7 @@ from .metrics.avalanche_metrics import DetectionPluginMetric
 from .progress import EpochProgressPlugin
 from .recipes import Recipe
 from .report.report import write_report
-from .report.results import build_results, package_versions, peak_rss_mb
+from .report.results import build_results, package_versions, peak_rss_mb, write_results
 from .run_state import OptimizerStateLoader, capture, restore
 from .strategies import build_strategy
 from .streams import Stream, to_benchmark
@@ -124,8 +123,10 @@ def run(
     seed_everything(seed)
     detector = Detector(recipe.detector)
     benchmark = to_benchmark(stream, detector.preprocess)
+    detector.use_class_map(benchmark.real_classes, len(benchmark.class_map))
     names = list(benchmark.experience_names)
-    metric = DetectionPluginMetric(real_classes=benchmark.real_classes, stream_name="test")
+    metric = DetectionPluginMetric(real_classes=benchmark.real_classes, stream_name="test",
+                                   num_classes=len(benchmark.class_map))
     with warnings.catch_warnings():  # cldf reports through results.json, not Avalanche loggers
         warnings.filterwarnings("ignore", message="No loggers specified")
         evaluator = EvaluationPlugin(metric, loggers=[])
@@ -182,6 +183,6 @@ def run(
         results["resumed_from"] = {"checkpoint": str(resumed[0]), "completed_experiences": done}
     if out_dir is not None and main_process:
         out_dir = Path(out_dir)
-        write_json_atomic(out_dir / "results.json", results)
+        write_results(out_dir / "results.json", results)
         write_report([out_dir / "results.json"], out_dir)
     return results

@@ -106,8 +106,16 @@ def _slow_fast(recipe: Recipe, detector: Detector, plugins: list, common: dict) 
                             lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, plugins=plugins, **common)
 
 
+def _frozen(recipe: Recipe, detector: Detector, plugins: list, common: dict) -> SupervisedTemplate:
+    """No gradient step: the pretrained backbone untouched (the adapters keep their identity
+    initialisation), the slow/fast analytic heads fitted on every experience's features; the
+    reference for what training adds (as SimpleCIL and RanPAC are for pre-trained models)."""
+    return _slow_fast(recipe, detector, plugins, {**common, "train_epochs": 0})
+
+
 Builder = Callable[[Recipe, Detector, list, dict], SupervisedTemplate]
 BUILDERS: dict[str, Builder] = {
     "naive": _naive, "lwf": _naive, "ewc": _naive, "replay": _naive,
     "napa_vq": _naive, "ema": _naive, "joint": _joint, "safe": _slow_fast, "cldf": _slow_fast,
+    "frozen": _frozen,
 }

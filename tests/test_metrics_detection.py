@@ -115,10 +115,33 @@ def test_rankings_use_log_odds_so_confident_fakes_do_not_tie():
 
 
 def test_p_fake_rejects_unknown_real_class():
-    with pytest.raises(ValueError, match="outside the logits' class range 0..1"):
+    with pytest.raises(ValueError, match="outside the class map's ids 0..1"):
         p_fake_from_logits(torch.zeros(2, 2), [3])
+    with pytest.raises(ValueError, match="outside the class map's ids 0..5"):
+        p_fake_from_logits(torch.zeros(2, 2), [0, 6], num_classes=6)
     with pytest.raises(ValueError, match="empty"):
         p_fake_from_logits(torch.zeros(2, 2), [])
+
+
+def test_p_fake_with_per_generator_real_classes_not_all_learned():
+    # class map real:a, fake:a, real:b, fake:b, real:c, fake:c; the heads know a and b only
+    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0], [0.0, 0.0, 0.0, 3.0]])
+    z = logits.exp()
+    expected = (z[:, 1] + z[:, 3]) / z.sum(1)  # real:a and real:b (columns 0, 2) are real
+    got = p_fake_from_logits(logits, [0, 2, 4], num_classes=6)
+    assert torch.allclose(got, expected)
+    # a column grown but never trained (here fake:b) adds nothing
+    only_a = p_fake_from_logits(logits, [0, 2, 4], num_classes=6, learned_classes=[0, 1, 2])
+    assert torch.allclose(only_a, z[:, 1] / z[:, :3].sum(1))
+    # a real image of the unlearned source c is still real ground truth
+    assert is_fake_target(torch.tensor([4, 5, 0]), [0, 2, 4]).tolist() == [0, 1, 0]
+
+
+def test_attribution_counts_every_real_source_as_the_answer_real():
+    logits = torch.tensor([[0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 5.0], [5.0, 0.0, 0.0, 0.0]])
+    targets = torch.tensor([0, 3, 1])  # real:a predicted real:b (right), fake:b right, fake:a wrong
+    assert attribution_accuracy(logits, targets, real_classes=[0, 2]) == pytest.approx(2 / 3)
+    assert attribution_accuracy(logits, targets) == pytest.approx(1 / 3)
 
 
 def test_is_fake_target_for_tensors_and_arrays():

@@ -57,6 +57,7 @@ class Detector(nn.Module):
         ]
         self.head = GrowingLinearHead(self.num_features, cfg.num_classes)
         self.real_classes: list[int] = list(cfg.real_classes)
+        self.class_map_size: Optional[int] = None
         self._frozen: set[str] = set()
         self._head_trainable = True
         self.last_features: Optional[Tensor] = None
@@ -161,9 +162,16 @@ class Detector(nn.Module):
         finally:
             self.train(was_training)
 
+    def use_class_map(self, real_classes: Sequence[int], num_classes: int) -> None:
+        """Score against a stream's class map: its real class ids (any number, learned yet or
+        not) among ``num_classes`` classes in all."""
+        self.real_classes = [int(c) for c in real_classes]
+        self.class_map_size = int(num_classes)
+
     def p_fake(self, logits: Tensor) -> Tensor:
-        """Detection score: 1 - total probability of the real classes."""
-        return p_fake_from_logits(logits, self.real_classes)
+        """Detection score: 1 - total probability of the real classes (those the head has grown
+        to; see :meth:`use_class_map`)."""
+        return p_fake_from_logits(logits, self.real_classes, self.class_map_size)
 
     def prepare(self, images: Sequence[ImageLike]) -> Tensor:
         """PIL images or uint8 arrays -> a normalised batch on the detector's device."""

@@ -40,6 +40,9 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
     :param real_classes: class ids that are real images; every other class is fake.
     :param stream_name: only evaluations on this stream enter the R matrices.
     :param threshold: ``p_fake >= threshold`` counts as a fake prediction for ``DetAcc``.
+    :param num_classes: size of the stream's class map (default: the logits' width). Real
+        classes the heads have not grown to yet add nothing to ``p_fake``; their images are
+        still real ground truth.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         real_classes: Sequence[int] = (0,),
         stream_name: str = "test",
         threshold: float = 0.5,
+        num_classes: int | None = None,
     ):
         super().__init__()
         if not real_classes:
@@ -54,6 +58,10 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         self.real_classes = [int(c) for c in real_classes]
         self.stream_name = stream_name
         self.threshold = threshold
+        self.num_classes = num_classes
+        if num_classes is not None and max(self.real_classes) >= num_classes:
+            raise ValueError(f"real_classes {self.real_classes} reach outside the class map's "
+                             f"ids 0..{num_classes - 1}")
         self.reset()
 
     def reset(self) -> None:
@@ -139,7 +147,7 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
             self._clear_experience_buffers()
             return []
         seen = [c for c in self._seen_classes if c < logits.shape[1]]
-        values = prediction_metrics(logits, targets, self.real_classes, seen, self.threshold)
+        values = prediction_metrics(logits, targets, self.real_classes, seen, self.threshold, self.num_classes)
         self._clear_experience_buffers()
         row = strategy.clock.train_exp_counter - 1
         if (

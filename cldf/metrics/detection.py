@@ -137,8 +137,14 @@ def attribution_accuracy(
     logits: torch.Tensor | np.ndarray,
     targets: ArrayLike,
     seen_classes: Sequence[int] | None = None,
+    real_classes: Sequence[int] | None = None,
 ) -> float:
-    """Share of samples whose predicted class (argmax over the seen classes) equals the target."""
+    """Share of samples whose predicted class (argmax over the seen classes) equals the target.
+
+    With ``real_classes``, attribution names the generator: every real class is the one answer
+    "real", so a real image attributed to another real source (CDDB's per-generator real
+    folders) counts as correct.
+    """
     y = _as_numpy(targets, "targets")
     predicted = attribution_predictions(logits, seen_classes)
     if predicted.shape[0] != y.shape[0]:
@@ -147,6 +153,10 @@ def attribution_accuracy(
         )
     if y.size == 0:
         raise ValueError("logits and targets are empty: the test set has no samples")
+    if real_classes is not None:
+        real = np.array(sorted({int(c) for c in real_classes}), dtype=np.int64)
+        predicted = np.where(np.isin(predicted, real), -1, predicted)
+        y = np.where(np.isin(y, real), -1, y)
     return float(np.mean(predicted == y))
 
 
@@ -156,24 +166,29 @@ def prediction_metrics(
     real_classes: Sequence[int],
     seen_classes: Sequence[int] | None = None,
     threshold: float = 0.5,
+    num_classes: int | None = None,
 ) -> dict[str, float]:
     """Metrics of one (train experience, test experience) cell from a model's outputs.
 
     ``auc, eer, ap, acc`` on ``p_fake`` and the binary target (computed on its log-odds, the
     same ranking without float rounding of confident scores to 0 or 1; ``acc`` counts
     ``p_fake >= threshold``), and ``attribution``: accuracy of the argmax over ``seen_classes``
-    (all columns if None; NaN if empty, i.e. nothing trained yet).
+    (all columns if None; NaN if empty, i.e. nothing trained yet), every real class counting as
+    one answer. ``p_fake`` too is taken over ``seen_classes`` only: a column the head grew while
+    evaluating an unseen generator was never trained and adds nothing. ``num_classes``: the size
+    of the stream's class map (real images of a source not learned yet are still real).
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold={threshold!r} must be a probability in (0, 1)")
     values = detection_summary(
-        fake_log_odds_from_logits(logits, real_classes), is_fake_target(targets, real_classes),
+        fake_log_odds_from_logits(logits, real_classes, num_classes, seen_classes),
+        is_fake_target(targets, real_classes),
         math.log(threshold / (1.0 - threshold)),
     )
     if seen_classes is not None and len(seen_classes) == 0:
         values["attribution"] = float("nan")
     else:
-        values["attribution"] = attribution_accuracy(logits, targets, seen_classes)
+        values["attribution"] = attribution_accuracy(logits, targets, seen_classes, real_classes)
     return values
 
 

@@ -72,6 +72,10 @@ def mean_std_cell(values: Sequence[float | None], fmt: Callable[[float], str]) -
 def strategy_table(by_strategy: Mapping[str, Sequence[Run]]) -> str:
     """Markdown table with one row per strategy; each strategy's runs pooled as ``mean ± std``."""
     header = ["Strategy", "Seeds", *(name for name, _, _ in COLUMNS)]
+    naive = by_strategy.get("naive")
+    if naive:  # training time as a ratio in one table: the machine's speed cancels out
+        header.append("Train × naive")
+        naive_seconds = float(np.mean([run["cost"]["train_seconds"] for run in naive]))
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -79,6 +83,9 @@ def strategy_table(by_strategy: Mapping[str, Sequence[Run]]) -> str:
     for strategy, runs in by_strategy.items():
         cells = [strategy, str(len(runs))]
         cells += [mean_std_cell([get(run) for run in runs], fmt) for _, get, fmt in COLUMNS]
+        if naive:
+            ratio = np.mean([run["cost"]["train_seconds"] for run in runs]) / naive_seconds
+            cells.append(f"{ratio:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
