@@ -76,10 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("runs/report"))
     report.set_defaults(handler=_cmd_report)
 
-    predict = sub.add_parser("predict", help="score images with a trained detector")
+    predict = sub.add_parser("predict", help="score images and videos with a trained detector")
     predict.add_argument("checkpoint", type=Path, help="a run folder (its latest checkpoint) or a checkpoint folder")
-    predict.add_argument("images", type=Path, help="an image file or a folder of images")
-    predict.add_argument("--format", choices=("csv", "json"), default="csv")
+    predict.add_argument("images", type=Path, metavar="target",
+                         help="an image or video file, or a folder of images and/or videos")
+    predict.add_argument("--format", choices=("csv", "json"), default="csv", help="json also lists each video's frame scores")
+    predict.add_argument("--frames", type=int, default=16, metavar="N",
+                         help="frames scored per video, spread uniformly (default 16)")
+    predict.add_argument("--aggregate", choices=("mean", "max"), default="mean",
+                         help="a video's score: the mean of its frames' log-odds, or its most fake frame (default mean)")
     predict.set_defaults(handler=_cmd_predict)
     return parser
 
@@ -247,19 +252,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
-    from .predict import image_files, load_trained, predict_files
+    from .predict import load_trained, predict_files
+    from .video import media_files, predict_videos
 
-    files = image_files(args.images)
+    if args.frames < 1:
+        raise UsageError(f"--frames {args.frames}: give a number of frames >= 1")
+    images, videos = media_files(args.images)
     try:
         trained = load_trained(args.checkpoint)
     except CheckpointError as err:
         raise RunError(str(err)) from err
-    rows = list(predict_files(trained, files))
+    rows = [*predict_files(trained, images), *predict_videos(trained, videos, args.frames, args.aggregate)]
     if args.format == "json":
         json.dump(rows, sys.stdout, indent=2)
         print()
     else:
-        writer = csv.DictWriter(sys.stdout, fieldnames=["path", "p_fake", "attribution", "error"], lineterminator=os.linesep)
+        writer = csv.DictWriter(sys.stdout, fieldnames=["path", "p_fake", "decision", "novelty", "novel", "attribution", "error"],
+                                lineterminator=os.linesep, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return 0

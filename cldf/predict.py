@@ -2,7 +2,8 @@
 
 Prediction goes through the recipe's strategy exactly as evaluation does (its plug-ins' eval
 hooks included: NAPA-VQ's nearest-code-vector prediction, an EMA shadow used at evaluation), so
-``cldf predict`` gives the scores that the run's metrics were computed from.
+``cldf predict`` gives the scores that the run's metrics were computed from, calibrated and
+thresholded as fitted on the run's validation images (:mod:`cldf.metrics.calibration`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from .checkpoint import latest_checkpoint, load_checkpoint
 from .detector import Detector
 from .recipes import parse_stored_recipe
 from .run_state import detector_of, restore_learned
-from .scores import p_fake_from_logits
+from .metrics.avalanche_metrics import calibration_from_tensor
+from .metrics.calibration import Calibration, novelty_scores
+from .scores import fake_log_odds_from_logits
 from .strategies import build_strategy
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+SCORE_FIELDS = ("p_fake", "log_odds", "decision", "novelty", "novel", "attribution")
 
 
 @dataclass
@@ -38,6 +42,7 @@ class TrainedDetector:
     class_names: list[str]
     real_classes: list[int]
     learned_classes: list[int]
+    calibration: Calibration
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -66,39 +71,41 @@ def load_trained(path: str | Path) -> TrainedDetector:
         strategy = build_strategy(recipe, Detector(recipe.detector), EvaluationPlugin(loggers=[]))
     restore_learned(strategy, tensors, manifest, folder)
     strategy.model.eval()
+    calibration = calibration_from_tensor(tensors["metric.calibration"]) if "metric.calibration" in tensors \
+        else Calibration()  # a run without validation images: raw p_fake, threshold 0.5, no novelty flag
     return TrainedDetector(strategy, detector_of(strategy.model), list(manifest["class_names"]),
-                           list(manifest["real_classes"]), tensors["metric.seen_classes"].tolist())
+                           list(manifest["real_classes"]), tensors["metric.seen_classes"].tolist(), calibration)
 
 
-def image_files(target: str | Path) -> list[Path]:
-    """One image file, or every image file under a folder (sorted)."""
-    target = Path(target)
-    if target.is_file():
-        return [target]
-    if not target.is_dir():
-        raise FileNotFoundError(f"{target} is neither an image file nor a folder")
-    files = sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {target}")
-    return files
+def score_images(trained: TrainedDetector, images: list[Image.Image]) -> list[dict]:
+    """Per image: calibrated ``p_fake`` and its ``log_odds``, the ``decision`` at the run's
+    threshold (``fake``/``real``), the ``novelty`` score and whether it is above the novelty
+    threshold (``novel``), and the ``attribution`` (the most likely learned class)."""
+    logits = trained.logits(torch.stack([trained.detector.preprocess(image) for image in images]))
+    learned = [c for c in trained.learned_classes if c < logits.shape[1]]
+    raw = fake_log_odds_from_logits(logits, trained.real_classes, len(trained.class_names), learned).numpy()
+    calibration = trained.calibration
+    log_odds, p_fake = calibration.log_odds(raw), calibration.p_fake(raw)
+    novelty = novelty_scores(logits, learned)
+    attributed = torch.tensor(learned)[logits[:, learned].argmax(1).cpu()].tolist()
+    return [{"p_fake": float(p), "log_odds": float(z), "decision": "fake" if calibration.decide(p) else "real",
+             "novelty": float(n), "novel": bool(n > calibration.novelty_threshold),
+             "attribution": trained.class_names[c]}
+            for p, z, n, c in zip(p_fake, log_odds, novelty, attributed)]
 
 
 def predict_files(trained: TrainedDetector, files: list[Path], batch_size: int = 64) -> Iterator[dict]:
-    """Yield ``{"path", "p_fake", "attribution", "error"}`` per file; unreadable files get an error."""
+    """Yield ``{"path", "p_fake", "decision", "novelty", "novel", "attribution", "error"}`` (and
+    ``log_odds``) per file; unreadable files get an error and no scores."""
     for start in range(0, len(files), batch_size):
-        batch, ok = [], []
+        images, ok = [], []
         for path in files[start:start + batch_size]:
             try:
                 with Image.open(path) as img:
-                    batch.append(trained.detector.preprocess(img.convert("RGB")))
+                    images.append(img.convert("RGB"))
                 ok.append(path)
             except (OSError, UnidentifiedImageError) as err:
-                yield {"path": str(path), "p_fake": None, "attribution": None, "error": str(err)}
-        if not batch:
-            continue
-        logits = trained.logits(torch.stack(batch))
-        learned = [c for c in trained.learned_classes if c < logits.shape[1]]
-        scores = p_fake_from_logits(logits, trained.real_classes, len(trained.class_names), learned)
-        attributed = torch.tensor(learned)[logits[:, learned].argmax(1).cpu()]
-        for path, score, cls in zip(ok, scores.tolist(), attributed.tolist()):
-            yield {"path": str(path), "p_fake": score, "attribution": trained.class_names[cls], "error": None}
+                yield {"path": str(path), **dict.fromkeys(SCORE_FIELDS), "error": str(err)}
+        if images:
+            for path, row in zip(ok, score_images(trained, images)):
+                yield {"path": str(path), **row, "error": None}

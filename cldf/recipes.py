@@ -8,7 +8,7 @@ states its strategy and the settings of its method(s). Reference points that sto
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,6 +51,21 @@ class TrainingConfig:
                 raise ValueError(f"training.{key}={getattr(self, key)!r} must be a positive integer")
         if not float(self.lr) > 0:
             raise ValueError(f"training.lr={self.lr!r} must be > 0")
+
+
+@dataclass
+class DecisionConfig:
+    """How decisions are fitted on each experience's validation images (:mod:`cldf.metrics.calibration`):
+    the decision threshold calls at most ``target_fpr`` of real images fake; the novelty alarm
+    fires on ``novelty_rate`` of the validation images."""
+
+    target_fpr: float = 0.05
+    novelty_rate: float = 0.05
+
+    def __post_init__(self) -> None:
+        for key in ("target_fpr", "novelty_rate"):
+            if not 0.0 < float(getattr(self, key)) < 1.0:
+                raise ValueError(f"decision.{key}={getattr(self, key)!r} must be in (0, 1)")
 
 
 @dataclass
@@ -116,16 +131,26 @@ class Recipe:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     methods: dict[str, Any] = field(default_factory=dict)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
 
     @property
     def stores_exemplars(self) -> bool:
         return STRATEGIES[self.strategy].stores_exemplars
+
+    def for_run_seed(self, seed: int) -> "Recipe":
+        """This recipe with every method's own generator seed offset by the run's ``--seed``
+        (head initialisation, pseudo-features), so that runs with different seeds differ in every
+        random choice; at seed 0 the recipe is unchanged."""
+        methods = {name: replace(cfg, seed=cfg.seed + seed) if hasattr(cfg, "seed") else cfg
+                   for name, cfg in self.methods.items()}
+        return replace(self, methods=methods)
 
     def to_raw(self) -> dict[str, Any]:
         """The fully resolved recipe as a plain mapping that :func:`parse_recipe` reads back."""
         return {
             "strategy": self.strategy, "description": self.description,
             "detector": asdict(self.detector), "training": asdict(self.training),
+            "decision": asdict(self.decision),
             **{name: asdict(cfg) for name, cfg in self.methods.items()},
         }
 
@@ -183,7 +208,7 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     if strategy not in STRATEGIES:
         raise ConfigError(f"{source}: strategy={strategy!r}; valid: {', '.join(STRATEGIES)}")
     kind = STRATEGIES[strategy]
-    allowed = {"description", "detector", "training", *kind.sections}
+    allowed = {"description", "detector", "training", "decision", *kind.sections}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} for strategy {strategy!r}; allowed: {', '.join(sorted(allowed))}")
@@ -194,4 +219,5 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         detector=from_mapping(DetectorConfig, raw.get("detector"), f"{source}: detector"),
         training=from_mapping(TrainingConfig, raw.get("training"), f"{source}: training"),
         methods=methods,
+        decision=from_mapping(DecisionConfig, raw.get("decision"), f"{source}: decision"),
     )

@@ -118,6 +118,7 @@ def run(
                           "(one process skipping a batch would stall the others); use 'error'")
     main_process = is_main()
     echo = echo if main_process else (lambda line: None)
+    recipe = recipe.for_run_seed(seed)
     setup = run_setup(recipe, stream, seed)
     resumed = resume_point(Path(resume), setup) if resume is not None else None
     seed_everything(seed)
@@ -126,7 +127,8 @@ def run(
     detector.use_class_map(benchmark.real_classes, len(benchmark.class_map))
     names = list(benchmark.experience_names)
     metric = DetectionPluginMetric(real_classes=benchmark.real_classes, stream_name="test",
-                                   num_classes=len(benchmark.class_map))
+                                   num_classes=len(benchmark.class_map), target_fpr=recipe.decision.target_fpr,
+                                   novelty_rate=recipe.decision.novelty_rate)
     with warnings.catch_warnings():  # cldf reports through results.json, not Avalanche loggers
         warnings.filterwarnings("ignore", message="No loggers specified")
         evaluator = EvaluationPlugin(metric, loggers=[])
@@ -149,6 +151,8 @@ def run(
         seconds = time.perf_counter() - start
         train_seconds += seconds
         trainable = max(trainable, sum(p.numel() for p in strategy.model.parameters() if p.requires_grad))
+        if stream.has_validation:  # fits the calibration and thresholds of this experience
+            strategy.eval(benchmark.valid_stream[i:i + 1], num_workers=recipe.training.num_workers)
         strategy.eval(benchmark.test_stream, num_workers=recipe.training.num_workers)
         echo(summary_line(i, names, metric.matrix("auc", len(names))[i], seconds))
         if out_dir is not None and main_process:
@@ -174,6 +178,11 @@ def run(
         config={"recipe": recipe.to_raw(), "stream": setup["stream"], "stores_exemplars": recipe.stores_exemplars},
         seed=seed,
     )
+    results["calibration"] = {
+        "target_fpr": metric.target_fpr,
+        "per_experience": {names[i]: c.to_dict() for i, c in sorted(metric.calibrations.items())},
+        "reliability": [list(b) for b in metric.reliability],
+    }
     results["weights_source"] = detector.weights_source
     results["method_stats"] = method_stats(strategy, earlier_stats)
     results["nonfinite_loss"] = {

@@ -59,6 +59,8 @@ class Capture(SupervisedPlugin, supports_distributed=True):
         self._row = i
 
     def after_eval_iteration(self, strategy, *args, **kwargs) -> None:
+        if strategy.experience.origin_stream.name != "test":  # the validation pass fits calibration
+            return
         key = f"pred.{self._row}.{strategy.experience.current_experience}"
         for name, value in (("logits", strategy.mb_output.detach().float()), ("targets", strategy.mb_y)):
             self.saved[f"{key}.{name}"] = torch.cat([self.saved.get(f"{key}.{name}", value[:0]), value])

@@ -61,7 +61,7 @@ def test_benchmark_items_attributes_and_class_information(tmp_path):
     stream = fixture_stream(tmp_path, "cddb")
     bm = to_benchmark(stream, TRANSFORM, SMALL_EVAL)
     assert isinstance(bm, StreamBenchmark)
-    assert len(bm.train_stream) == len(bm.test_stream) == 2 and "valid" not in bm.streams
+    assert len(bm.train_stream) == len(bm.test_stream) == len(bm.valid_stream) == 2  # val held back from train
     assert bm.experience_names == ["gaugan", "biggan"]
     assert bm.experience_generators == [("gaugan",), ("biggan",)]
     assert bm.stream is stream and bm.bad_files.count == 0
@@ -77,7 +77,7 @@ def test_benchmark_items_attributes_and_class_information(tmp_path):
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and task == 0
     assert class_id == (3 if data.is_fake[0] else 2)
     assert list(data.targets) == [3 if f else 2 for f in data.is_fake]
-    assert set(data.generator) == {"biggan"} and sum(data.is_fake) == 4
+    assert set(data.generator) == {"biggan"} and sum(data.is_fake) == 3
     assert bm.test_stream[0].dataset[0][0].shape == (3, 16, 16)  # eval transform group
     assert data.eval()[0][0].shape == (3, 16, 16)
 

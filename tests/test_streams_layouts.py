@@ -27,9 +27,14 @@ def test_cddb_val_serves_as_test_and_objects_are_walked(tmp_path):
     make_cddb(tmp_path, ["cyclegan"], objects=["apple", "horse"])
     loaded = stream(tmp_path, "cddb", ["gaugan", "cyclegan"])
     gaugan, cyclegan = loaded.experiences
-    assert counts(gaugan) == {"train": (4, 4), "test": (2, 2)}
-    assert counts(cyclegan) == {"train": (8, 8), "test": (4, 4)}
-    assert not loaded.has_validation
+    # no test folder: val is the test split, and validation_holdout (10 %, at least one image
+    # per class) of train is held back as the validation split that calibration is fitted on
+    assert counts(gaugan) == {"train": (3, 3), "val": (1, 1), "test": (2, 2)}
+    assert counts(cyclegan) == {"train": (7, 7), "val": (1, 1), "test": (4, 4)}
+    assert loaded.has_validation
+    assert not set(gaugan.splits["train"].paths) & set(gaugan.splits["val"].paths)
+    assert counts(stream(tmp_path, "cddb", ["gaugan"], validation_holdout=0).experiences[0]) == \
+        {"train": (4, 4), "test": (2, 2)}
     assert loaded.class_map.names == ("real:gaugan", "fake:gaugan", "real:cyclegan",
                                       "fake:cyclegan")
     assert cyclegan.class_ids == [2, 3]
@@ -71,7 +76,7 @@ def test_folders_seeded_split_is_stratified_disjoint_and_reproducible(tmp_path):
     assert paths["test"] != other.experiences[0].splits["test"].paths
     assert first.has_validation
     custom = stream(tmp_path, "folders", ["a"], split_fractions={"train": 0.5, "test": 0.5})
-    assert counts(custom.experiences[0]) == {"train": (5, 5), "test": (5, 5)}
+    assert counts(custom.experiences[0]) == {"train": (4, 4), "val": (1, 1), "test": (5, 5)}  # val held back
     with pytest.raises(StreamSpecError, match="summing to 1"):
         stream(tmp_path, "folders", ["a"], split_fractions={"train": 0.5, "test": 0.6})
     with pytest.raises(StreamSpecError, match="unknown split"):

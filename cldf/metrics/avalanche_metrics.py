@@ -9,6 +9,13 @@ experiences as ``AUC/eval_phase/test_stream``. Evaluations made after a training
 finished fill row ``strategy.clock.train_exp_counter - 1`` of the R matrices
 (:meth:`DetectionPluginMetric.matrix`); periodic evaluations during training, or before any
 training, are logged but not put in the matrices.
+
+With a validation stream (``validation_stream``, Avalanche's ``valid`` stream of
+:func:`cldf.streams.to_benchmark`), evaluating the experience just trained on it fits a
+:class:`~cldf.metrics.calibration.Calibration` (Platt scaling, a threshold at ``target_fpr``, a
+novelty threshold); later test cells then add ``fpr``, ``tpr`` (at that threshold) and ``ece``.
+Each evaluation after training also fills the upper triangle of ``novelty_auc``: how well the
+novelty score tells the fakes of each later experience from the test images learned so far.
 """
 
 from __future__ import annotations
@@ -17,13 +24,18 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from avalanche.evaluation.metric_definitions import PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
 from avalanche.evaluation.metric_utils import get_metric_name
 
 from cldf.distributed import gather_cat, is_distributed
 from cldf.metrics.continual import matrices_from_cells
+from cldf.metrics.calibration import (
+    Calibration, decision_rates, expected_calibration_error, fit_calibration, novelty_scores,
+    reliability_bins)
 from cldf.metrics.detection import prediction_metrics
+from cldf.scores import fake_log_odds_from_logits, is_fake_target
 
 DISPLAY_NAMES = {
     "auc": "AUC",
@@ -31,6 +43,10 @@ DISPLAY_NAMES = {
     "ap": "AP",
     "acc": "DetAcc",
     "attribution": "AttributionAcc",
+    "fpr": "FPRAtThreshold",
+    "tpr": "TPRAtThreshold",
+    "ece": "ECE",
+    "novelty_auc": "NoveltyAUC",
 }
 
 
@@ -51,6 +67,9 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         stream_name: str = "test",
         threshold: float = 0.5,
         num_classes: int | None = None,
+        target_fpr: float = 0.05,
+        novelty_rate: float = 0.05,
+        validation_stream: str = "valid",
     ):
         super().__init__()
         if not real_classes:
@@ -59,13 +78,20 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         self.stream_name = stream_name
         self.threshold = threshold
         self.num_classes = num_classes
+        self.target_fpr = target_fpr
+        self.novelty_rate = novelty_rate
+        self.validation_stream = validation_stream
+        self.calibration: Calibration | None = None
         if num_classes is not None and max(self.real_classes) >= num_classes:
             raise ValueError(f"real_classes {self.real_classes} reach outside the class map's "
                              f"ids 0..{num_classes - 1}")
         self.reset()
 
     def reset(self) -> None:
-        """Forget everything: seen classes, collected predictions and matrix cells."""
+        """Forget everything: seen classes, collected predictions, matrix cells, calibration."""
+        self.calibration = None
+        self.calibrations: dict[int, Calibration] = {}
+        self.reliability: list[tuple[float, float, int]] = []
         self._seen_classes: set[int] = set()
         self._training_in_progress = False
         self._cells: dict[tuple[int, int], dict[str, float]] = {}
@@ -102,6 +128,12 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
             "seen_classes": torch.tensor(self.seen_classes, dtype=torch.int64),
             "cells.index": torch.tensor(cells, dtype=torch.int64).reshape(-1, 2),
         }
+        if self.calibration is not None:
+            state["calibration"] = torch.tensor(list(self.calibration.to_dict().values()), dtype=torch.float64)
+            rows = sorted(self.calibrations)
+            state["calibrations.index"] = torch.tensor(rows, dtype=torch.int64)
+            state["calibrations"] = torch.tensor([list(self.calibrations[r].to_dict().values()) for r in rows],
+                                                 dtype=torch.float64)
         for name in names:
             state[f"cells.{name}"] = torch.tensor(
                 [self._cells[c].get(name, float("nan")) for c in cells], dtype=torch.float64
@@ -112,6 +144,10 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         """Restore what :meth:`state_dict` returned (replaces the cells and seen classes)."""
         self.reset()
         self._seen_classes = {int(c) for c in state["seen_classes"].tolist()}
+        if "calibration" in state:
+            self.calibration = calibration_from_tensor(state["calibration"])
+            self.calibrations = {int(r): calibration_from_tensor(v)
+                                 for r, v in zip(state["calibrations.index"].tolist(), state["calibrations"])}
         columns = {k.removeprefix("cells."): v.tolist() for k, v in state.items() if k.startswith("cells.") and k != "cells.index"}
         for n, (i, j) in enumerate(state["cells.index"].tolist()):
             self._cells[(i, j)] = {name: values[n] for name, values in columns.items()}
@@ -129,6 +165,8 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
 
     def before_eval(self, strategy) -> None:
         self._stream_values = {}
+        self._novelty: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._calibrated: list[tuple[np.ndarray, np.ndarray]] = []
 
     def before_eval_exp(self, strategy) -> None:
         self._clear_experience_buffers()
@@ -150,11 +188,19 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         values = prediction_metrics(logits, targets, self.real_classes, seen, self.threshold, self.num_classes)
         self._clear_experience_buffers()
         row = strategy.clock.train_exp_counter - 1
-        if (
-            not self._training_in_progress
-            and row >= 0
-            and strategy.experience.origin_stream.name == self.stream_name
-        ):
+        stream = strategy.experience.origin_stream.name
+        after_training = not self._training_in_progress and row >= 0
+        log_odds = fake_log_odds_from_logits(logits, self.real_classes, self.num_classes, seen).numpy()
+        is_fake = np.asarray(is_fake_target(targets.numpy(), self.real_classes))
+        novelty = novelty_scores(logits, seen)
+        if after_training and stream == self.validation_stream and strategy.experience.current_experience == row:
+            self.calibration = fit_calibration(log_odds, is_fake, novelty, self.target_fpr, self.novelty_rate)
+            self.calibrations[row] = self.calibration
+        if after_training and stream == self.stream_name:
+            if self.calibration is not None:
+                values.update(calibrated_cell(self.calibration, log_odds, is_fake))
+                self._calibrated.append((self.calibration.p_fake(log_odds), is_fake))
+            self._novelty[strategy.experience.current_experience] = (novelty, is_fake)
             self._cells[(row, strategy.experience.current_experience)] = values
         x = strategy.clock.train_iterations
         emitted = []
@@ -167,6 +213,12 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         return emitted
 
     def after_eval(self, strategy) -> list[MetricValue]:
+        row = strategy.clock.train_exp_counter - 1
+        for j, auroc in novelty_row(self._novelty, row).items():
+            self._cells[(row, j)]["novelty_auc"] = auroc
+        if self._calibrated:  # the reliability of the latest row, all test experiences pooled
+            p, is_fake = (np.concatenate(parts) for parts in zip(*self._calibrated))
+            self.reliability = reliability_bins(p, is_fake)
         x = strategy.clock.train_iterations
         emitted = []
         for name, values in self._stream_values.items():
@@ -187,6 +239,33 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
 
     def __str__(self) -> str:
         return "DetectionMetrics"
+
+
+def calibrated_cell(calibration: Calibration, log_odds: np.ndarray, is_fake: np.ndarray) -> dict[str, float]:
+    """FPR and TPR at the calibrated threshold and the expected calibration error of one test set."""
+    p = calibration.p_fake(log_odds)
+    return {**decision_rates(calibration.decide(p), is_fake), "ece": expected_calibration_error(p, is_fake)}
+
+
+def novelty_row(novelty: dict[int, tuple[np.ndarray, np.ndarray]], row: int) -> dict[int, float]:
+    """After training experience ``row``: for each later experience j, the AUROC of the novelty
+    score separating j's fakes from every test image of the experiences learned so far."""
+    if row < 0 or not all(j in novelty for j in range(row + 1)):
+        return {}
+    known = np.concatenate([novelty[j][0] for j in range(row + 1)])
+    out = {}
+    for j in sorted(k for k in novelty if k > row):
+        scores, is_fake = novelty[j]
+        new = scores[is_fake.astype(bool)]
+        if len(new) and len(known):
+            labels = np.r_[np.zeros(len(known)), np.ones(len(new))]
+            out[j] = float(roc_auc_score(labels, np.r_[known, new]))
+    return out
+
+
+def calibration_from_tensor(values: torch.Tensor) -> Calibration:
+    """The :class:`Calibration` stored by :meth:`DetectionPluginMetric.state_dict`."""
+    return Calibration.from_dict(dict(zip(Calibration().to_dict(), values.tolist())))
 
 
 def gather_predictions(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

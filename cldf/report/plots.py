@@ -136,6 +136,28 @@ def plot_forgetting(by_strategy: Mapping[str, Sequence[Run]], path: str | Path) 
     )
 
 
+def plot_reliability(by_strategy: Mapping[str, Sequence[Run]], path: str | Path) -> Path:
+    """Reliability diagram of the calibrated ``p_fake`` after the last experience (all test
+    experiences pooled): share of fakes against mean predicted probability per bin, one line per
+    strategy (bins of every seed pooled, weighted by their counts)."""
+    fig, ax = plt.subplots(figsize=(5.5, 5.0))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for strategy, runs in by_strategy.items():
+        bins = np.array([b for run in runs for b in run.get("calibration", {}).get("reliability", [])])
+        if not len(bins):
+            continue
+        order = np.argsort(bins[:, 0])
+        ax.plot(bins[order, 0], bins[order, 1], marker="o", linewidth=1.5, label=f"{strategy} (n={len(runs)})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean calibrated p_fake in bin")
+    ax.set_ylabel("share of fake images in bin")
+    ax.set_title("Reliability after the last experience")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -143,6 +143,12 @@ def build_results(
         auc_after=[_json_number(v) for v in auc["average_after"]],
         forgetting_auc_after=[_json_number(v) for v in auc["forgetting_after"]],
     )
+    for name in ("fpr", "tpr", "ece"):  # at the calibrated threshold, after the last experience
+        if name in matrices:
+            metrics[f"final_{name}"] = _json_number(final_average(matrices[name]))
+    if "novelty_auc" in matrices:
+        upper = np.asarray(matrices["novelty_auc"])[np.triu_indices(len(experiences), k=1)]
+        metrics["avg_novelty_auc"] = _json_number(np.nanmean(upper)) if np.isfinite(upper).any() else None
     results = {
         "strategy": strategy,
         "stream": {"name": stream_name, "experiences": list(experiences)},

@@ -90,6 +90,22 @@ def strategy_table(by_strategy: Mapping[str, Sequence[Run]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DECISION_COLUMNS: list[tuple[str, str]] = [
+    ("FPR at threshold", "final_fpr"), ("TPR at threshold", "final_tpr"), ("ECE ↓", "final_ece"),
+    ("Novelty AUROC ↑", "avg_novelty_auc"),
+]
+
+
+def decision_table(by_strategy: Mapping[str, Sequence[Run]]) -> str:
+    """Decisions after the last experience, at the thresholds fitted on validation images."""
+    lines = ["| Strategy | " + " | ".join(name for name, _ in DECISION_COLUMNS) + " |",
+             "|---|" + "---:|" * len(DECISION_COLUMNS)]
+    for strategy, runs in by_strategy.items():
+        cells = [mean_std_cell([run["metrics"].get(key) for run in runs], _fixed(3)) for _, key in DECISION_COLUMNS]
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def stream_heading(runs: Sequence[Run]) -> str:
     """``Stream `name`: exp1 → exp2 → ...`` for runs of one stream."""
     return f"Stream `{runs[0]['stream']['name']}`: {' → '.join(runs[0]['stream']['experiences'])}"

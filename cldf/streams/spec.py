@@ -31,6 +31,7 @@ STREAM_KEYS = {
     "check_files": "decode",
     "allow_single_class": False,
     "allow_empty_splits": False,
+    "validation_holdout": 0.1,
     "experiences": None,
 }
 EXPERIENCE_KEYS = ("name", "generators", "real_source")
@@ -94,6 +95,7 @@ class StreamSpec:
     check_files: str = "decode"
     allow_single_class: bool = False
     allow_empty_splits: bool = False
+    validation_holdout: float = 0.1
 
     @property
     def class_map(self) -> ClassMap:
@@ -151,6 +153,9 @@ def parse_stream_spec(
     for key in ("allow_single_class", "allow_empty_splits"):
         if not isinstance(values[key], bool):
             raise StreamSpecError(f"{source}: {key!r} must be true or false, got {values[key]!r}")
+    holdout = values["validation_holdout"]
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 0.5:
+        raise StreamSpecError(f"{source}: 'validation_holdout' must be a fraction in [0, 0.5), got {holdout!r}")
     if not isinstance(values["seed"], int) or isinstance(values["seed"], bool):
         raise StreamSpecError(f"{source}: 'seed' must be an integer, got {values['seed']!r}")
     default_source = values["real_source"]
@@ -171,6 +176,7 @@ def parse_stream_spec(
         check_files=values["check_files"],
         allow_single_class=values["allow_single_class"],
         allow_empty_splits=values["allow_empty_splits"],
+        validation_holdout=float(holdout),
     )
 
 

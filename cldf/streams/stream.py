@@ -6,6 +6,8 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cldf.streams.bad_files import REPORTED_PATHS, BadFileReport, find_bad_files
 from cldf.streams.errors import BadImageError, LeakageWarning, SkippedFilesWarning, StreamDataError
 from cldf.streams.layouts import LAYOUTS, SplitData
@@ -72,9 +74,11 @@ def build_stream(spec: StreamSpec) -> Stream:
                       SkippedFilesWarning, stacklevel=2)
     class_map = spec.class_map
     experiences = []
-    for exp, splits in zip(spec.experiences, collected):
+    for position, (exp, splits) in enumerate(zip(spec.experiences, collected)):
         splits = {name: data for name, data in splits.items() if len(data) or name != "val"}
         _check_splits(exp, splits, spec)
+        if "val" not in splits and spec.validation_holdout > 0 and splits["train"].paths is not None:
+            splits.update(hold_out_validation(splits["train"], spec.validation_holdout, (spec.seed, position)))
         real_id = class_map.real_class(exp.real_source)
         targets = {name: [class_map.fake_class(g) if fake else real_id
                           for fake, g in zip(data.is_fake, data.generators)]
@@ -82,6 +86,21 @@ def build_stream(spec: StreamSpec) -> Stream:
         experiences.append(ExperienceData(exp, splits, targets))
     _warn_on_leakage(experiences)
     return Stream(spec, class_map, experiences, report)
+
+
+def hold_out_validation(train: SplitData, fraction: float, seed: tuple[int, ...]) -> dict[str, SplitData]:
+    """``{"train", "val"}``: ``fraction`` of each class of ``train`` (at least one image of a class
+    with two or more) held back as the validation split that calibration is fitted on, drawn with
+    a generator seeded by ``seed``."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    held: list[int] = []
+    for label in (0, 1):
+        members = [i for i, fake in enumerate(train.is_fake) if fake == label]
+        if len(members) >= 2:
+            count = max(1, round(fraction * len(members)))
+            held += rng.choice(members, size=count, replace=False).tolist()
+    kept = sorted(set(range(len(train))) - set(held))
+    return {"train": train.keep(kept), "val": train.keep(sorted(held))}
 
 
 def _skip_bad_files(collected, spec: StreamSpec):
