@@ -193,7 +193,8 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         log_odds = fake_log_odds_from_logits(logits, self.real_classes, self.num_classes, seen).numpy()
         is_fake = np.asarray(is_fake_target(targets.numpy(), self.real_classes))
         novelty = novelty_scores(logits, seen)
-        if after_training and stream == self.validation_stream and strategy.experience.current_experience == row:
+        fits = len(np.unique(is_fake)) == 2  # a validation split of one class keeps the earlier calibration
+        if after_training and fits and stream == self.validation_stream and strategy.experience.current_experience == row:
             self.calibration = fit_calibration(log_odds, is_fake, novelty, self.target_fpr, self.novelty_rate)
             self.calibrations[row] = self.calibration
         if after_training and stream == self.stream_name:
