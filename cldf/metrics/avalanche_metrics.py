@@ -199,8 +199,9 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
             self.calibrations[row] = self.calibration
         if after_training and stream == self.stream_name:
             if self.calibration is not None:
-                values.update(calibrated_cell(self.calibration, log_odds, is_fake))
-                self._calibrated.append((self.calibration.p_fake(log_odds), is_fake))
+                p_fake = self.calibration.p_fake(log_odds)
+                values.update(calibrated_cell(self.calibration, p_fake, is_fake))
+                self._calibrated.append((p_fake, is_fake))
             self._novelty[strategy.experience.current_experience] = (novelty, is_fake)
             self._cells[(row, strategy.experience.current_experience)] = values
         x = strategy.clock.train_iterations
@@ -242,10 +243,11 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
         return "DetectionMetrics"
 
 
-def calibrated_cell(calibration: Calibration, log_odds: np.ndarray, is_fake: np.ndarray) -> dict[str, float]:
-    """FPR and TPR at the calibrated threshold and the expected calibration error of one test set."""
-    p = calibration.p_fake(log_odds)
-    return {**decision_rates(calibration.decide(p), is_fake), "ece": expected_calibration_error(p, is_fake)}
+def calibrated_cell(calibration: Calibration, p_fake: np.ndarray, is_fake: np.ndarray) -> dict[str, float]:
+    """FPR and TPR at the calibrated threshold and the expected calibration error of one test set
+    (``p_fake`` calibrated)."""
+    return {**decision_rates(calibration.decide(p_fake), is_fake),
+            "ece": expected_calibration_error(p_fake, is_fake)}
 
 
 def novelty_row(novelty: dict[int, tuple[np.ndarray, np.ndarray]], row: int) -> dict[int, float]:

@@ -81,14 +81,10 @@ def fit_calibration(log_odds: np.ndarray, is_fake: np.ndarray, novelty: np.ndarr
 
 
 def expected_calibration_error(p_fake: np.ndarray, is_fake: np.ndarray, bins: int = 10) -> float:
-    """ECE: over equal-width bins of ``p_fake``, the sample-weighted gap between the mean
-    predicted probability and the share of fakes."""
-    p = np.asarray(p_fake, dtype=np.float64)
-    y = np.asarray(is_fake, dtype=np.float64)
-    index = np.minimum((p * bins).astype(np.int64), bins - 1)
-    gaps = [abs(p[index == b].mean() - y[index == b].mean()) * np.sum(index == b)
-            for b in range(bins) if np.any(index == b)]
-    return float(np.sum(gaps) / len(p))
+    """ECE: over equal-width bins of ``p_fake`` (:func:`reliability_bins`), the sample-weighted gap
+    between the mean predicted probability and the share of fakes."""
+    return float(sum(count * abs(mean - share) for mean, share, count in reliability_bins(p_fake, is_fake, bins))
+                 / len(p_fake))
 
 
 def decision_rates(decided_fake: np.ndarray, is_fake: np.ndarray) -> dict[str, float]:
