@@ -22,7 +22,7 @@ from cldf.cli import EMBEDDED_STREAM
 from cldf.config_io import apply_overrides
 from cldf.recipes import load_recipe
 from cldf.report.report import write_report
-from cldf.runner import run
+from cldf.run.runner import run
 from cldf.streams import build_stream, load_stream_spec
 
 RECIPES = ("naive", "lwf", "ewc", "safe", "napa_vq", "ema", "cldf", "frozen", "replay", "joint")

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from timing import benchmark_parser, publish, timed
 
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
-from cldf.methods.napa_vq import CachedPreviousFeatures, CodeBook, DetectorAdapterSnapshot, NAPAVQ, NAPAVQConfig
+from cldf.detector import DetectorAdapterSnapshot
+from cldf.methods.napa_vq import CachedPreviousFeatures, CodeBook, NAPAVQ, NAPAVQConfig
 from cldf.recipes import TrainingConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]

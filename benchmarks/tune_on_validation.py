@@ -27,7 +27,7 @@ import torch
 from cldf.cli import EMBEDDED_STREAM
 from cldf.config_io import apply_overrides
 from cldf.recipes import load_recipe
-from cldf.runner import run
+from cldf.run.runner import run
 from cldf.streams import Stream, StreamSpec, build_stream, load_stream_spec
 
 

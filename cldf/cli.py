@@ -16,11 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .config_io import ConfigError
-from .resources import EMBEDDED_STREAM, shipped_streams, stream_path
-from .streams.errors import StreamDataError, StreamSpecError
-
-DATA_LAYOUTS = ("cddb", "folders", "deepfakebench", "csv")
+from cldf.config_io import ConfigError
+from cldf.resources import EMBEDDED_STREAM, shipped_streams, stream_path
+from cldf.streams.errors import StreamDataError, StreamSpecError
+from cldf.streams.layouts import LAYOUTS
 DEMO_RECIPES = ("naive", "cldf")
 
 
@@ -94,7 +93,8 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"a shipped stream ({', '.join(shipped_streams())}) or a stream YAML "
                              "(default: embedded, the offline stream)")
     parser.add_argument("--data", type=Path, help="data root (for --stream files with a relative root, or with --layout)")
-    parser.add_argument("--layout", choices=DATA_LAYOUTS, help="build a stream from --data in this layout")
+    parser.add_argument("--layout", choices=[name for name, layout in LAYOUTS.items() if layout.needs_root],
+                        help="build a stream from --data in this layout")
     parser.add_argument("--order", help="comma-separated generators, in stream order (default: folders, sorted)")
     parser.add_argument("--stream-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a stream setting, e.g. n_per_class.train=128")
@@ -112,8 +112,8 @@ def check_writable(folder: Path) -> None:
 
 def stream_from_args(args: argparse.Namespace) -> Any:
     """The loaded :class:`cldf.streams.Stream` named by ``--stream`` / ``--data --layout --order``."""
-    from .config_io import apply_overrides
-    from .streams import build_stream, load_stream_spec, parse_stream_spec
+    from cldf.config_io import apply_overrides
+    from cldf.streams import build_stream, load_stream_spec, stream_from_root
 
     overrides = apply_overrides({}, args.stream_set)
     if args.layout:
@@ -121,39 +121,19 @@ def stream_from_args(args: argparse.Namespace) -> Any:
             raise UsageError("give either --stream or --data with --layout, not both")
         if args.data is None:
             raise UsageError(f"--layout {args.layout} needs --data ROOT")
-        raw = {"name": f"{args.layout}:{args.data.name}", "layout": args.layout, "root": str(args.data.resolve()),
-               "experiences": _generator_order(args.data, args.layout, args.order), **overrides}
-        return build_stream(parse_stream_spec(raw, source="command line"))
+        order = [g.strip() for g in args.order.split(",") if g.strip()] if args.order else None
+        return stream_from_root(args.data, args.layout, order, overrides)
     path = stream_path(args.stream) if args.stream else EMBEDDED_STREAM
     return build_stream(load_stream_spec(path, data_root=args.data, overrides=overrides))
 
 
-def _generator_order(root: Path, layout: str, order: Optional[str]) -> list[str]:
-    if not root.is_dir():
-        raise UsageError(f"data root {root} does not exist or is not a folder")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if order is None:
-        if layout not in ("cddb", "folders"):
-            raise UsageError(f"--layout {layout} needs --order g1,g2,... (the generators, in stream order)")
-        return folders
-    names = [g.strip() for g in order.split(",") if g.strip()]
-    if layout in ("cddb", "folders"):
-        missing = [g for g in names if g not in folders]
-        if missing:
-            raise UsageError(f"--order names generator(s) {', '.join(missing)} not found under {root}; found: {', '.join(folders) or 'nothing'}")
-    return names
-
-
-def _run_one(recipe_name: str, overrides: list[str], stream: Any, out: Path, seed: int, progress: bool,
+def _run_one(recipe_name: str, recipe: Any, stream: Any, out: Path, seed: int, progress: bool,
              resume: Optional[Path] = None) -> dict:
-    from .checkpoint import CheckpointError, latest_checkpoint
-    from .distributed import is_main
-    from .faults import NonFiniteLossError
-    from .recipes import load_recipe
-    from .runner import run
+    from cldf.distributed import is_main
+    from cldf.run import run
+    from cldf.run.checkpoint import CheckpointError, latest_checkpoint
+    from cldf.run.faults import NonFiniteLossError
 
-    recipe = load_recipe(recipe_name, overrides)
-    check_writable(out)
     if is_main():
         print(f"== {recipe_name}: {recipe.description} | stream {stream.spec.name}: {', '.join(stream.experience_names)}")
     try:
@@ -181,32 +161,30 @@ def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import distributed
-    from .recipes import load_recipe
+    from cldf import distributed
+    from cldf.recipes import load_recipe
 
     if args.nproc < 1:
         raise UsageError(f"--nproc {args.nproc}: give a number of processes >= 1")
+    recipe = load_recipe(args.recipe, args.set)  # validated before touching data or starting processes
     if args.nproc > 1 and not distributed.is_distributed() and "WORLD_SIZE" not in os.environ:
-        load_recipe(args.recipe, args.set)  # validate before starting the processes
         return subprocess.run(torchrun_command(args.argv, args.nproc)).returncode
     try:
-        return _run_in_process(args)
+        return _run_in_process(args, recipe)
     finally:
         distributed.shutdown()
 
 
-def _run_in_process(args: argparse.Namespace) -> int:
-    from .distributed import init_from_env, is_main
-    from .recipes import load_recipe
+def _run_in_process(args: argparse.Namespace, recipe: Any) -> int:
+    from cldf.distributed import init_from_env, is_main
 
     init_from_env()
     out = args.out or args.resume
     if out is None:
         raise UsageError("give --out DIR (or --resume DIR to continue a run in its own folder)")
-    load_recipe(args.recipe, args.set)  # validate before touching data
     check_writable(out)
     stream = stream_from_args(args)
-    results = _run_one(args.recipe, args.set, stream, out, args.seed, not args.no_progress, args.resume)
+    results = _run_one(args.recipe, recipe, stream, out, args.seed, not args.no_progress, args.resume)
     if not is_main():
         return 0
     m = results["metrics"]
@@ -215,15 +193,17 @@ def _run_in_process(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .report.report import write_report
+    from cldf.recipes import load_recipe
+    from cldf.report.report import write_report
 
+    recipes = {name: load_recipe(name, args.set) for name in DEMO_RECIPES}
     check_writable(args.out)
     args.stream, args.layout, args.data, args.stream_set = None, None, None, []
     stream = stream_from_args(args)
     paths = []
-    for recipe in DEMO_RECIPES:
-        _run_one(recipe, args.set, stream, args.out / recipe, args.seed, not args.no_progress)
-        paths.append(args.out / recipe / "results.json")
+    for name, recipe in recipes.items():
+        _run_one(name, recipe, stream, args.out / name, args.seed, not args.no_progress)
+        paths.append(args.out / name / "results.json")
     report = write_report(paths, args.out)
     print()
     print(_table_of(report))
@@ -237,7 +217,7 @@ def _table_of(report: Path) -> str:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report.report import write_report
+    from cldf.report.report import write_report
 
     paths = [p / "results.json" if p.is_dir() else p for p in args.runs]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -251,9 +231,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
-    from .predict import load_trained, predict_files
-    from .video import media_files, predict_videos
+    from cldf.run.checkpoint import CheckpointError
+    from cldf.predict import load_trained, predict_files
+    from cldf.video import media_files, predict_videos
 
     if args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give a number of frames >= 1")

@@ -18,14 +18,15 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.utils import trigger_plugins
 from PIL import Image, UnidentifiedImageError
 
-from .checkpoint import latest_checkpoint, load_checkpoint
-from .detector import Detector
-from .recipes import parse_stored_recipe
-from .run_state import detector_of, restore_learned
-from .metrics.avalanche_metrics import calibration_from_tensor
-from .metrics.calibration import Calibration, novelty_scores
-from .scores import fake_log_odds_from_logits
-from .strategies import build_strategy
+from cldf.run.checkpoint import latest_checkpoint, load_checkpoint
+from cldf.avalanche import DynamicDetector
+from cldf.detector import Detector
+from cldf.recipes import parse_stored_recipe
+from cldf.run.state import detector_of, restore_learned
+from cldf.metrics.avalanche_metrics import calibration_from_tensor
+from cldf.metrics.calibration import Calibration, novelty_scores
+from cldf.scores import fake_log_odds_from_logits
+from cldf.avalanche.build import build_strategy
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 SCORE_FIELDS = ("p_fake", "log_odds", "decision", "novelty", "novel", "attribution")
@@ -68,7 +69,7 @@ def load_trained(path: str | Path) -> TrainedDetector:
     recipe = parse_stored_recipe(manifest["recipe"], f"{folder}/manifest.json")
     with warnings.catch_warnings():  # prediction reports nothing through Avalanche loggers
         warnings.filterwarnings("ignore", message="No loggers specified")
-        strategy = build_strategy(recipe, Detector(recipe.detector), EvaluationPlugin(loggers=[]))
+        strategy = build_strategy(recipe, DynamicDetector(recipe.detector), EvaluationPlugin(loggers=[]))
     restore_learned(strategy, tensors, manifest, folder)
     strategy.model.eval()
     calibration = calibration_from_tensor(tensors["metric.calibration"]) if "metric.calibration" in tensors \

@@ -16,9 +16,7 @@ import yaml
 
 from .config_io import ConfigError, apply_overrides, from_mapping
 from .detector import DetectorConfig
-from .methods.ema_balance import EMABalanceConfig
-from .methods.napa_vq import NAPAVQConfig
-from .methods.slow_fast import SlowFastConfig
+from .methods.registry import METHODS
 from .resources import RECIPES_DIR, shipped_names
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -68,44 +66,18 @@ class DecisionConfig:
                 raise ValueError(f"decision.{key}={getattr(self, key)!r} must be in (0, 1)")
 
 
-@dataclass
-class LwFConfig:
-    """Avalanche's Learning without Forgetting plug-in."""
-
-    alpha: float = 1.0
-    temperature: float = 2.0
-
-
-@dataclass
-class EWCConfig:
-    """Avalanche's Elastic Weight Consolidation plug-in."""
-
-    ewc_lambda: float = 100.0
-
-
-@dataclass
-class ReplayConfig:
-    """Avalanche's replay plug-in: a fixed memory of past images (breaks the no-exemplar rule)."""
-
-    mem_size: int = 200
-
-
-METHOD_SECTIONS: dict[str, type] = {
-    "slow_fast": SlowFastConfig,
-    "napa_vq": NAPAVQConfig,
-    "ema_balance": EMABalanceConfig,
-    "lwf": LwFConfig,
-    "ewc": EWCConfig,
-    "replay": ReplayConfig,
-}
-
-
 @dataclass(frozen=True)
 class StrategyKind:
-    """What a strategy name means: which method sections it uses, whether it stores images."""
+    """What a strategy name means: the method sections it uses (:data:`METHODS`), the Avalanche
+    template when no method brings its own (``naive`` fine-tuning, or ``joint``: cumulative
+    training on every experience so far), training epochs if fixed, whether it stores images,
+    whether a checkpoint holds all the template keeps."""
 
     sections: tuple[str, ...]
+    template: str = "naive"
+    train_epochs: Optional[int] = None
     stores_exemplars: bool = False
+    resumable: bool = True
 
 
 STRATEGIES: dict[str, StrategyKind] = {
@@ -113,12 +85,14 @@ STRATEGIES: dict[str, StrategyKind] = {
     "lwf": StrategyKind(("lwf",)),
     "ewc": StrategyKind(("ewc",)),
     "safe": StrategyKind(("slow_fast",)),
-    "frozen": StrategyKind(("slow_fast",)),
+    # no gradient step: the adapters keep their identity initialisation and only the analytic
+    # heads are fitted on each experience's features (the reference for what training adds)
+    "frozen": StrategyKind(("slow_fast",), train_epochs=0),
     "napa_vq": StrategyKind(("napa_vq",)),
     "ema": StrategyKind(("ema_balance",)),
     "cldf": StrategyKind(("slow_fast", "napa_vq", "ema_balance")),
     "replay": StrategyKind(("replay",), stores_exemplars=True),
-    "joint": StrategyKind((), stores_exemplars=True),
+    "joint": StrategyKind((), template="joint", stores_exemplars=True, resumable=False),
 }
 
 
@@ -212,7 +186,12 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} for strategy {strategy!r}; allowed: {', '.join(sorted(allowed))}")
-    methods = {s: from_mapping(METHOD_SECTIONS[s], raw.get(s), f"{source}: {s}") for s in kind.sections}
+    methods = {s: from_mapping(METHODS[s].config, raw.get(s), f"{source}: {s}") for s in kind.sections}
+    predicting = [s for s, cfg in methods.items() if METHODS[s].predicts(cfg)]
+    if len(predicting) > 1:
+        raise ConfigError(
+            f"{source}: {' and '.join(predicting)} each set what the detector predicts; keep one "
+            f"(e.g. napa_vq.prediction: head alongside slow_fast.prediction)")
     return Recipe(
         strategy=strategy,
         description=str(raw.get("description", "")),

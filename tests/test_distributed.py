@@ -106,9 +106,9 @@ def pending_statistics(head, features: torch.Tensor, targets: torch.Tensor, shar
 def worker(out: Path) -> None:
     from cldf.cli import EMBEDDED_STREAM
     from cldf.config_io import apply_overrides
-    from cldf.methods.slow_fast.analytic_head import AnalyticHead
+    from cldf.methods.slow_fast.ridge_head import RidgeHead
     from cldf.recipes import load_recipe
-    from cldf.runner import run
+    from cldf.run.runner import run
     from cldf.streams import build_stream, load_stream_spec, to_benchmark
 
     torch.set_num_threads(1)
@@ -126,7 +126,7 @@ def worker(out: Path) -> None:
     # the fit / hold-out split of the sums, on fixed features (23 samples, uneven blocks)
     generator = torch.Generator().manual_seed(1)
     features, targets = torch.randn(23, 8, generator=generator), torch.randint(0, 3, (23,), generator=generator)
-    head = AnalyticHead(8, 16, holdout_fraction=0.25, num_classes=3, generator=torch.Generator().manual_seed(2))
+    head = RidgeHead(8, 16, holdout_fraction=0.25, num_classes=3, generator=torch.Generator().manual_seed(2))
     for sharded in (True, False):
         stats = pending_statistics(copy.deepcopy(head), features, targets, sharded)
         saved.update({f"pending.{'sharded' if sharded else 'single'}.{k}": v for k, v in stats.items()})

@@ -13,7 +13,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from cldf.avalanche.ema_balance_plugin import EMABalancePlugin
+from cldf.methods.ema_balance.plugin import EMABalancePlugin
 from cldf.methods.ema_balance import EMABalanceConfig
 
 N_PER_EXP, BATCH, EPOCHS = 24, 8, 2

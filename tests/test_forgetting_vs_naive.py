@@ -13,7 +13,7 @@ import pytest
 from cldf.cli import EMBEDDED_STREAM
 from cldf.config_io import apply_overrides
 from cldf.recipes import load_recipe
-from cldf.runner import run
+from cldf.run.runner import run
 from cldf.streams import build_stream, load_stream_spec
 
 STREAM_SETS = ["experiences=[gan_upsample,self_blend,local_warp]", "image_size=48",

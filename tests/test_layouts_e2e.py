@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from cldf.checkpoint import load_checkpoint
+from cldf.run.checkpoint import load_checkpoint
 from cldf.cli import main
 from cldf.predict import load_trained
 from cldf.recipes import available_recipes

@@ -14,9 +14,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from cldf.avalanche.napa_vq_plugin import NAPAVQPlugin, default_previous
+from cldf.methods.napa_vq.plugin import NAPAVQPlugin, default_previous
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
-from cldf.methods.napa_vq import DetectorAdapterSnapshot, FrozenModelCopy, NAPAVQConfig
+from cldf.detector import DetectorAdapterSnapshot
+from cldf.methods.napa_vq import FrozenModelCopy, NAPAVQConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified")
 # the spec's code-vector learning rates (5, then 0.5) diverge with 2 classes per batch

@@ -7,7 +7,7 @@ import pytest
 from safetensors.torch import load_file
 
 from cldf.recipes import load_recipe
-from cldf.runner import run
+from cldf.run.runner import run
 from cldf.streams import build_stream, load_stream_spec
 from cldf.cli import EMBEDDED_STREAM
 

@@ -92,7 +92,7 @@ def test_only_the_qpsolvers_warning_is_filtered(tmp_path):
     bare = _python(["-W", "default", "-c", "import qpsolvers"], cwd=tmp_path)
     if "no QP solver found" not in bare.stderr:
         pytest.skip("qpsolvers finds a QP solver here: it does not warn")
-    code = ("import warnings, cldf.strategies\n"
+    code = ("import warnings, cldf.avalanche.build\n"
             "warnings.warn('probe', UserWarning)\n"
             "warnings.warn_explicit('another qpsolvers warning', UserWarning, 'x.py', 1, module='qpsolvers.solvers')\n")
     proc = _python(["-W", "default", "-c", code], cwd=tmp_path)

@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 
 from cldf.atomic_io import write_json_atomic, write_text_atomic
+from cldf.state_size import state_bytes
 from cldf.report import (
     ResultsError,
     build_results,
     load_results,
     markdown_table,
     result_matrix,
-    state_bytes,
     write_report,
     write_results,
 )

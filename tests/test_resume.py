@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cldf.checkpoint import latest_checkpoint
+from cldf.run.checkpoint import latest_checkpoint
 from cldf.cli import main
 from cldf.recipes import load_recipe
 

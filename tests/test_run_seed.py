@@ -5,7 +5,7 @@ import torch
 from cldf.detector import Detector
 from cldf.methods.napa_vq import NAPAVQ
 from cldf.recipes import load_recipe
-from cldf.strategies import model_for
+from cldf.avalanche.build import model_for
 
 
 def test_method_generators_follow_the_run_seed():

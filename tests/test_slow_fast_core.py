@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cldf.methods.slow_fast import (
-    AnalyticHead,
+    RidgeHead,
     CosineHead,
     DiscriminantHead,
     SlowFastConfig,
@@ -199,7 +199,7 @@ def _held_mask(n: int, fraction: float) -> np.ndarray:
 def test_analytic_head_equals_numpy_closed_form_with_lambda_chosen_on_the_holdout():
     g = torch.Generator().manual_seed(0)
     lambdas = (1e-3, 1e-1, 1e1, 1e3)
-    head = AnalyticHead(6, 16, ridge_lambdas=lambdas, holdout_fraction=0.2, num_classes=3, generator=g)
+    head = RidgeHead(6, 16, ridge_lambdas=lambdas, holdout_fraction=0.2, num_classes=3, generator=g)
     # Two experiences: the second brings a new class (3), so the head grows.
     feats1 = torch.randn(40, 6, generator=g) + torch.tensor([2.0, 0, 0, 0, 0, 0])
     y1 = torch.randint(0, 3, (40,), generator=g)
@@ -239,7 +239,7 @@ def test_analytic_head_equals_numpy_closed_form_with_lambda_chosen_on_the_holdou
 
 def test_analytic_state_is_tensors_of_fixed_size_and_reloads_into_a_smaller_head():
     g = torch.Generator().manual_seed(1)
-    head = AnalyticHead(5, 8, ridge_lambdas=(1.0, 10.0), num_classes=2, generator=g)
+    head = RidgeHead(5, 8, ridge_lambdas=(1.0, 10.0), num_classes=2, generator=g)
     sizes = {k: v.shape for k, v in head.state_dict().items()}
     head.grow_classes(3)
     for n in (10, 200):  # more samples must not add or enlarge any tensor
@@ -253,13 +253,13 @@ def test_analytic_state_is_tensors_of_fixed_size_and_reloads_into_a_smaller_head
             k: tuple(s) for k, s in sizes.items() if k not in ("cross", "weight")
         }
         assert state["cross"].shape == (8, 3) and state["weight"].shape == (3, 8)
-    fresh = AnalyticHead(5, 8, ridge_lambdas=(1.0, 10.0), num_classes=2)
+    fresh = RidgeHead(5, 8, ridge_lambdas=(1.0, 10.0), num_classes=2)
     fresh.load_state_dict(head.state_dict())
     x = torch.randn(4, 5, generator=g)
     assert torch.equal(fresh(x), head(x))
 
 
-@pytest.mark.parametrize("make_head", [lambda: AnalyticHead(3, 4, num_classes=2),
+@pytest.mark.parametrize("make_head", [lambda: RidgeHead(3, 4, num_classes=2),
                                        lambda: DiscriminantHead(3, num_classes=2)], ids=["ridge", "discriminant"])
 def test_analytic_heads_reject_targets_outside_their_classes_and_calls_out_of_order(make_head):
     head = make_head()

@@ -13,13 +13,13 @@ from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
 from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
 from avalanche.core import SupervisedPlugin
 
-from cldf.avalanche.napa_vq_plugin import NAPAVQPlugin
-from cldf.avalanche.slow_fast_strategy import SlowFastStrategy
+from cldf.methods.napa_vq.plugin import NAPAVQPlugin
+from cldf.methods.slow_fast.strategy import SlowFastStrategy
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
-from cldf.methods.slow_fast import AnalyticHead, DiscriminantHead, SlowFastConfig, SlowFastLearners, merge_logits
+from cldf.methods.slow_fast import RidgeHead, DiscriminantHead, SlowFastConfig, SlowFastLearners, merge_logits
 from cldf.methods.slow_fast.learners import PREVIOUS_FAST, stage_statistics_input
 from cldf.recipes import load_recipe
-from cldf.strategies import method_plugins, model_for
+from cldf.avalanche.build import method_plugins, model_for
 
 IMAGE = 32
 LR = 0.02
@@ -192,7 +192,7 @@ def test_eval_forward_is_the_entropy_merged_analytic_prediction(stream_run):
     assert torch.allclose(w_slow + w_fast, torch.ones(8))
     assert torch.allclose(w_fast, expected.w_fast, atol=1e-6)
     assert torch.equal(model.last_features, features["fast"])
-    assert len(strategy.chosen_ridges) == 2 and all(set(c) == {"slow", "fast"} for c in strategy.chosen_ridges)
+    assert len(strategy.chosen_regularisation) == 2 and all(set(c) == {"slow", "fast"} for c in strategy.chosen_regularisation)
 
 
 @pytest.mark.parametrize("mode", ["fast", "slow"])
@@ -256,7 +256,7 @@ def test_online_stream_needs_task_boundaries_and_switches_learners_once_per_expe
         strategy.train(sub, eval_streams=[])
         phases.append(strategy.model.learner)
     assert phases == ["slow", "fast", "fast", "fast"]
-    assert len(strategy.chosen_ridges) == 2
+    assert len(strategy.chosen_regularisation) == 2
     assert int(strategy.model.slow_analytic.samples_seen) == 64
 
 
@@ -285,7 +285,7 @@ def test_the_configured_analytic_head_fits_the_slow_learners_statistics(analytic
     cfg = SlowFastConfig(analytic_head=analytic_head, projection_dim=32, ridge_lambdas=(1e-1, 1e1))
     model = SlowFastLearners(_detector(), cfg)
     model.grow_classes(2)
-    expected = DiscriminantHead if analytic_head == "discriminant" else AnalyticHead
+    expected = DiscriminantHead if analytic_head == "discriminant" else RidgeHead
     assert type(model.slow_analytic) is expected and type(model.fast_analytic) is expected
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(12, 3, IMAGE, IMAGE, generator=g), torch.arange(12) % 2

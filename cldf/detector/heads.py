@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import torch
-from avalanche.benchmarks.scenarios import CLExperience
-from avalanche.models import DynamicModule
 from torch import Tensor, nn
 
 
-class GrowingLinearHead(DynamicModule):
+class GrowingLinearHead(nn.Module):
     """A linear head whose outputs grow as new classes (generators) arrive; old rows are kept.
 
-    As an Avalanche ``DynamicModule`` it grows itself before each experience to cover the
-    experience's classes, so any Avalanche strategy adapts it (and its optimiser) automatically.
+    :class:`cldf.avalanche.DynamicDetector` grows it before each Avalanche experience.
     """
 
     def __init__(self, in_features: int, num_classes: int) -> None:
@@ -37,8 +34,3 @@ class GrowingLinearHead(DynamicModule):
         new.bias[: old.out_features] = old.bias
         new.requires_grad_(old.weight.requires_grad)
         self.linear = new
-
-    def adaptation(self, experience: CLExperience) -> None:
-        classes = getattr(experience, "classes_in_this_experience", None)
-        if classes:
-            self.grow(max(classes) + 1)

@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import resource
-import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -81,27 +79,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-def state_bytes(state: Any) -> int:
-    """Bytes held by tensors and arrays in a (nested) dict/list/tuple of strategy state."""
-    if isinstance(state, torch.Tensor):
-        return state.element_size() * state.numel()
-    if isinstance(state, np.ndarray):
-        return int(state.nbytes)
-    if isinstance(state, Mapping):
-        return sum(state_bytes(v) for v in state.values())
-    if isinstance(state, (list, tuple)):
-        return sum(state_bytes(v) for v in state)
-    if isinstance(state, (bool, int, float)):
-        return 8
-    raise TypeError(f"state_bytes cannot size a {type(state).__name__}; pass tensors or arrays")
 
 
 def build_results(

@@ -15,7 +15,8 @@ from cldf.streams.errors import (
 from cldf.streams.images import FileImages, ImageDataset
 from cldf.streams.spec import (
     DATA_ROOT_ENV, ClassMap, ExperienceSpec, StreamSpec, load_stream_spec, parse_stream_spec)
-from cldf.streams.stream import ExperienceData, Stream, build_stream, load_stream
+from cldf.streams.layouts import LAYOUTS
+from cldf.streams.stream import ExperienceData, Stream, build_stream, load_stream, stream_from_root
 
 _BRIDGE = ("StreamBenchmark", "to_benchmark", "online_train_stream", "experience_dataset")
 
@@ -31,5 +32,6 @@ __all__ = [
     "DATA_ROOT_ENV", "BadFileReport", "BadImageError", "ClassMap", "ExperienceData",
     "ExperienceSpec", "FileImages", "ImageDataset", "LeakageWarning", "ManifestPathError",
     "SkippedFilesWarning", "Stream", "StreamDataError", "StreamSpec", "StreamSpecError",
-    "build_stream", "load_stream", "load_stream_spec", "parse_stream_spec", *_BRIDGE,
+    "LAYOUTS", "build_stream", "load_stream", "load_stream_spec", "parse_stream_spec", "stream_from_root",
+    *_BRIDGE,
 ]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from cldf.streams.bad_files import REPORTED_PATHS, BadFileReport, find_bad_files
-from cldf.streams.errors import BadImageError, LeakageWarning, SkippedFilesWarning, StreamDataError
+from cldf.streams.errors import BadImageError, LeakageWarning, SkippedFilesWarning, StreamDataError, StreamSpecError
 from cldf.streams.layouts import LAYOUTS, SplitData
-from cldf.streams.spec import ClassMap, ExperienceSpec, StreamSpec, load_stream_spec
+from cldf.streams.spec import ClassMap, ExperienceSpec, StreamSpec, load_stream_spec, parse_stream_spec
 
 REQUIRED_SPLITS = ("train", "test")
 
@@ -63,6 +65,32 @@ def load_stream(path: str | os.PathLike, data_root: str | os.PathLike | None = N
                 overrides: dict | None = None) -> Stream:
     """Read a stream YAML and its data (see :func:`load_stream_spec` and :func:`build_stream`)."""
     return build_stream(load_stream_spec(path, data_root=data_root, overrides=overrides))
+
+
+def stream_from_root(root: str | os.PathLike, layout: str, order: Sequence[str] | None = None,
+                     overrides: dict | None = None) -> Stream:
+    """A stream over the data under ``root`` in ``layout``, without a YAML. ``order``: the
+    generators in stream order; for a layout with one folder per generator it defaults to the
+    folders, sorted, and every name must be one of them."""
+    root = Path(root)
+    if layout not in LAYOUTS or not LAYOUTS[layout].needs_root:
+        valid = ", ".join(name for name, lay in LAYOUTS.items() if lay.needs_root)
+        raise StreamSpecError(f"layout {layout!r} cannot be read from a data root; valid: {valid}")
+    if not root.is_dir():
+        raise StreamSpecError(f"data root {root} does not exist or is not a folder")
+    by_folder = LAYOUTS[layout].generator_folders
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if order is None:
+        if not by_folder:
+            raise StreamSpecError(f"layout {layout} needs the generators in stream order (--order g1,g2,...)")
+        order = folders
+    missing = [g for g in order if g not in folders] if by_folder else []
+    if missing:
+        raise StreamSpecError(f"generator(s) {', '.join(missing)} not found under {root}; "
+                              f"found: {', '.join(folders) or 'nothing'}")
+    raw = {"name": f"{layout}:{root.name}", "layout": layout, "root": str(root.resolve()),
+           "experiences": list(order), **(overrides or {})}
+    return build_stream(parse_stream_spec(raw, source="data root"))
 
 
 def build_stream(spec: StreamSpec) -> Stream:

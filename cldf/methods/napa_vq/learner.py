@@ -23,6 +23,10 @@ from cldf.methods.napa_vq.previous import CachedPreviousFeatures, PreviousFeatur
 from cldf.methods.napa_vq.prototypes import FeatureSums, PrototypeStore, sample_pseudo_features
 
 
+MISSING_CLASS_LOGIT = -1e4
+"""Logit given, under nearest-CV prediction, to head outputs that have no code vector yet."""
+
+
 class NAPAVQ:
     """Code vectors, graph, prototypes and the previous-model snapshot of one feature space.
 
@@ -172,6 +176,18 @@ class NAPAVQ:
         """Nearest-code-vector prediction: cosine to each class's unrotated CV, divided by T."""
         logits = self.codebook.cosine_logits(z, self.config.T)
         return logits[:, :: self.rotations]
+
+    def prediction(self, z: Tensor, head_logits: Tensor) -> Tensor:
+        """The model's output under ``config.prediction``: the head's logits (``"head"``, or before
+        any code vector exists), else the nearest-code-vector logits widened to the head's
+        outputs, classes without a code vector at :data:`MISSING_CLASS_LOGIT`."""
+        if self.config.prediction != "nearest_cv" or self.codebook.num_vectors == 0:
+            return head_logits
+        logits = self.predict_logits(z)
+        width = max(head_logits.shape[1], logits.shape[1])
+        padded = logits.new_full((logits.shape[0], width), MISSING_CLASS_LOGIT)
+        padded[:, : logits.shape[1]] = logits
+        return padded
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Tensor]:

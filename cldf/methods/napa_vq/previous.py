@@ -5,8 +5,8 @@ Two implementations, and a cache in front of either, of one small interface (``s
 
 * :class:`FrozenModelCopy` - any ``nn.Module`` following the ``forward -> logits`` +
   ``last_features`` convention: a frozen deep copy of the whole model.
-* :class:`DetectorAdapterSnapshot` - a :class:`cldf.detector.Detector`: only the adapter is
-  copied (into a frozen adapter), the backbone is shared.
+* :class:`cldf.detector.DetectorAdapterSnapshot` - a :class:`cldf.detector.Detector`: only the
+  adapter is copied (into a frozen adapter), the backbone is shared.
 * :class:`CachedPreviousFeatures` - either of them, computed once per distinct input per experience.
 """
 
@@ -88,51 +88,6 @@ class FrozenModelCopy:
             return
         self.snapshot()
         self.copy.load_state_dict(state)
-
-
-class DetectorAdapterSnapshot:
-    """Copies a detector's adapter into a frozen adapter ``name`` and reads features through it.
-
-    ``adapter=None`` snapshots whichever adapter is active at snapshot time; the slow/fast
-    strategy passes ``"fast"``. Features come from ``det.multi_features`` with the frozen
-    adapter: no gradient and eval-mode normalisation, so the snapshot's statistics never move.
-    """
-
-    def __init__(self, detector: nn.Module, adapter: Optional[str] = None,
-                 name: str = "napa_prev") -> None:
-        self.det = detector
-        self.adapter = adapter
-        self.name = name
-
-    @property
-    def ready(self) -> bool:
-        return self.name in self.det.adapter_names
-
-    def snapshot(self) -> None:
-        source = self.adapter or self.det.active_adapter
-        if source == self.name:
-            raise ValueError(f"DetectorAdapterSnapshot: cannot snapshot adapter {source!r} into itself")
-        if self.ready:
-            self.det.load_adapter_state(self.name, self.det.adapter_state(source))
-        else:
-            self.det.add_adapter(self.name, copy_from=source)
-        self.det.freeze_adapter(self.name)
-
-    def __call__(self, x: Tensor, rows: Optional[int] = None) -> Tensor:
-        if not self.ready:
-            raise RuntimeError("DetectorAdapterSnapshot: call snapshot() before asking for features")
-        return self.det.multi_features(x, [self.name], rows=rows)[self.name]
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return self.det.adapter_state(self.name) if self.ready else {}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if not state:
-            return
-        if not self.ready:
-            self.det.add_adapter(self.name)
-        self.det.freeze_adapter(self.name)
-        self.det.load_adapter_state(self.name, state)
 
 
 def sample_keys(x: Tensor) -> list[bytes]:

@@ -21,7 +21,7 @@ class SlowFastConfig:
     ``"discriminant"`` (cldf, the default: linear discriminant analysis with the pooled
     correlation matrix shrunk by ``shrinkage`` towards the identity, :class:`DiscriminantHead`;
     chosen on held-out-photo validation: ``benchmarks/results/tuning_heldout_validation.md``) or
-    ``"ridge"`` (SAFE's RanPAC-style ridge over ReLU random features, :class:`AnalyticHead`).
+    ``"ridge"`` (SAFE's RanPAC-style ridge over ReLU random features, :class:`RidgeHead`).
     ``prediction``: ``"slow"`` (the default: the slow learner's head alone, chosen on held-out-photo
     validation, where it beat the merge: the fast head's statistics of old experiences were summed
     with earlier fast features), ``"merged"`` (SAFE's entropy-weighted merge of both heads) or

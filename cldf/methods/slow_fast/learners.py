@@ -1,4 +1,4 @@
-"""The slow and fast learners on one detector, their heads and the merged prediction.
+"""The slow and fast learners on one detector, their heads and the prediction.
 
 Plain PyTorch over the :class:`cldf.detector.Detector` interface (``multi_features``,
 named adapters). The first experience trains the ``slow`` adapter with a transfer loss
@@ -6,7 +6,7 @@ against the pretrained features; :meth:`SlowFastLearners.start_fast_learner` the
 for good and starts the ``fast`` adapter as its copy, trained on every later experience with
 feature alignment and cross-classification. Prediction merges the two analytic heads by entropy,
 or uses one learner's head (``SlowFastConfig.prediction``); the heads are shrunk linear
-discriminants (:class:`DiscriminantHead`, default) or SAFE's ridge (:class:`AnalyticHead`).
+discriminants (:class:`DiscriminantHead`, default) or SAFE's ridge (:class:`RidgeHead`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from cldf.methods.napa_vq.previous import DetectorAdapterSnapshot
+from cldf.detector.snapshot import DetectorAdapterSnapshot
 from cldf.methods.slow_fast.aggregation import merge_logits
-from cldf.methods.slow_fast.analytic_head import AnalyticHead
+from cldf.methods.slow_fast.ridge_head import RidgeHead
 from cldf.methods.slow_fast.config import SlowFastConfig
 from cldf.methods.slow_fast.cosine_head import CosineHead
 from cldf.methods.slow_fast.discriminant_head import DiscriminantHead
@@ -44,9 +44,10 @@ class SlowFastLearners(nn.Module):
     prediction: the slow analytic head, the fast one, or their entropy merge (the slow analytic
     head alone while no fast learner exists, and the slow cosine head before any analytic fit).
     ``last_features`` holds the features of the learner being trained (training) or of the
-    predicting learner in eval (the fast one for the merged prediction, once it exists); plug-ins that need the trained learner's features
-    in eval read them from the detector's active adapter instead (see ``cldf.strategies``).
-    ``last_weights`` the per-sample ``(w_slow, w_fast)`` of the last merged prediction.
+    predicting learner in eval (the fast one for the merged prediction, once it exists); plug-ins
+    that need the trained learner's features in eval read them from the detector's active adapter
+    instead (see ``cldf.avalanche.build``). ``last_weights`` holds the per-sample
+    ``(w_slow, w_fast)`` of the last prediction (one-hot unless merged).
     """
 
     def __init__(self, detector: Any, config: Optional[SlowFastConfig] = None) -> None:
@@ -71,11 +72,11 @@ class SlowFastLearners(nn.Module):
         self._teacher_features: Optional[Tensor] = None
         self._drift: Optional[AffineDrift] = None
 
-    def _analytic_head(self, dim: int, classes: int, generator: torch.Generator) -> AnalyticHead | DiscriminantHead:
+    def _analytic_head(self, dim: int, classes: int, generator: torch.Generator) -> RidgeHead | DiscriminantHead:
         cfg = self.config
         if cfg.analytic_head == "discriminant":
             return DiscriminantHead(dim, cfg.shrinkage, classes)
-        return AnalyticHead(dim, cfg.projection_dim, cfg.ridge_lambdas, cfg.holdout_fraction, classes, generator)
+        return RidgeHead(dim, cfg.projection_dim, cfg.ridge_lambdas, cfg.holdout_fraction, classes, generator)
 
     def _adopt_slow_adapter(self) -> None:
         """Make ``slow`` (a copy of the active adapter) the active one; drop the detector's initial ``default`` adapter."""
@@ -151,7 +152,7 @@ class SlowFastLearners(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
             return self._training_logits(x)
-        return self._merged_logits(x)
+        return self._prediction_logits(x)
 
     def _training_logits(self, x: Tensor) -> Tensor:
         learner, teacher = self.learner, self._teacher()
@@ -170,7 +171,7 @@ class SlowFastLearners(nn.Module):
         return ({p: o.features for p, o in outputs.items()},
                 {p: stage_statistics_input(o.stage_statistics) for p, o in outputs.items()})
 
-    def _merged_logits(self, x: Tensor) -> Tensor:
+    def _prediction_logits(self, x: Tensor) -> Tensor:
         if not bool(self.fast_started):
             features, inputs = self.analytic_passes(x, [SLOW])
             slow = features[SLOW]
@@ -224,7 +225,7 @@ class SlowFastLearners(nn.Module):
 
     def begin_analytic_experience(self, first_position: int = 0) -> None:
         """Start collecting one experience's statistics for both analytic heads (``first_position``:
-        see :meth:`AnalyticHead.begin_experience`)."""
+        see :meth:`RidgeHead.begin_experience`)."""
         self.slow_analytic.begin_experience(first_position)
         if bool(self.fast_started):
             self.fast_analytic.begin_experience(first_position)
@@ -248,7 +249,7 @@ class SlowFastLearners(nn.Module):
             self._drift.accumulate(inputs[PREVIOUS_FAST], inputs[FAST])
 
     def finish_analytic_experience(self, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> dict[str, float]:
-        """Solve both analytic heads (``reduce``: see :meth:`AnalyticHead.finish_experience`);
+        """Solve both analytic heads (``reduce``: see :meth:`RidgeHead.finish_experience`);
         returns each learner's regularisation (the ridge's chosen λ, or the discriminant's shrinkage).
         With tracked drift, the fast head's earlier statistics are first mapped into the current
         fast features and the adapter's previous copy is dropped."""

@@ -65,6 +65,7 @@ class Layout:
     stream_options: Mapping[str, Any]
     experience_options: Mapping[str, Any]
     needs_root: bool = True
+    generator_folders: bool = False  # one folder per generator under the root (listed as the default order)
 
 
 def layout_error(layout: Layout, problem: str) -> StreamDataError:

@@ -58,4 +58,4 @@ def _class_folders(split_dir: Path) -> list[tuple[Path, int]]:
 
 
 CDDB = Layout(name="cddb", expected=EXPECTED, collect=collect, stream_options={},
-              experience_options={})
+              experience_options={}, generator_folders=True)

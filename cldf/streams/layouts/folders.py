@@ -65,4 +65,4 @@ def _fractions(options) -> dict[str, float]:
 
 FOLDERS = Layout(name="folders", expected=EXPECTED, collect=collect,
                  stream_options={"split_fractions": {"train": 0.7, "val": 0.1, "test": 0.2}},
-                 experience_options={})
+                 experience_options={}, generator_folders=True)

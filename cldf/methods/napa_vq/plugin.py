@@ -19,19 +19,31 @@ from torch import Tensor, nn
 
 from cldf.avalanche.experience import experience_classes
 from cldf.distributed import all_reduce_sum, shard_loader
-from cldf.detector import Detector
+from cldf.detector import Detector, DetectorAdapterSnapshot
 from cldf.methods.napa_vq import (
-    DetectorAdapterSnapshot, FeatureSums, FrozenModelCopy, NAPAVQ, NAPAVQConfig, PreviousFeatures,
+    FeatureSums, FrozenModelCopy, NAPAVQ, NAPAVQConfig, PreviousFeatures,
     read_last_features,
 )
-
-MISSING_CLASS_LOGIT = -1e4
-"""Logit given, under nearest-CV prediction, to head outputs that have no code vector yet."""
-
 
 def model_last_features(strategy: Any) -> Tensor:
     """Default feature source: ``strategy.model.last_features`` from the latest forward."""
     return read_last_features(strategy.model)
+
+
+def make_plugin(config: NAPAVQConfig, detector: Detector, wrapped: bool) -> "NAPAVQPlugin":
+    """The plug-in on a detector; ``wrapped``: the strategy trains a model over the detector (the
+    slow/fast learners), whose eval forward gives the prediction's features, so the prototypes
+    are read from the adapter being trained instead."""
+    return NAPAVQPlugin(config, detector.num_features, previous=default_previous(detector), device=detector.device,
+                        features_of=active_adapter_features(detector) if wrapped else None)
+
+
+def active_adapter_features(detector: Detector) -> Callable[[Tensor], Tensor]:
+    """``x -> features`` of the detector's active adapter (the learner being trained)."""
+    def features(x: Tensor) -> Tensor:
+        name = detector.active_adapter
+        return detector.multi_features(x, [name])[name]
+    return features
 
 
 def default_previous(model: nn.Module, adapter: Optional[str] = None) -> PreviousFeatures:
@@ -94,13 +106,8 @@ class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
 
     # ------------------------------------------------------------------ prediction
     def after_eval_forward(self, strategy: Any, *args, **kwargs) -> None:
-        if self.config.prediction != "nearest_cv" or self.learner.codebook.num_vectors == 0:
-            return
-        logits = self.learner.predict_logits(self.feature_source(strategy))
-        width = max(strategy.mb_output.shape[1], logits.shape[1])
-        padded = logits.new_full((logits.shape[0], width), MISSING_CLASS_LOGIT)
-        padded[:, : logits.shape[1]] = logits
-        strategy.mb_output = padded
+        if self.config.prediction == "nearest_cv":
+            strategy.mb_output = self.learner.prediction(self.feature_source(strategy), strategy.mb_output)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Tensor]:

@@ -6,7 +6,7 @@ experience a deterministic, evenly spread ``holdout_fraction`` of the samples is
 (as statistics too) to choose λ: the candidate fitted on all earlier data plus the rest of the
 experience that gives the lowest mean squared error on the held-out part wins. All statistics
 are plain sums: with several processes, each accumulates a contiguous block of the experience
-(``begin_experience(first_position)``) and :meth:`AnalyticHead.finish_experience` sums the blocks
+(``begin_experience(first_position)``) and :meth:`RidgeHead.finish_experience` sums the blocks
 through its ``reduce`` hook before solving, giving the single-process statistics. Nothing grows
 with the number of samples seen, only with the number of classes.
 """
@@ -43,7 +43,7 @@ class _ExperienceStatistics:
         self.hold_count, self.count = (int(c) for c in counts)
 
 
-class AnalyticHead(nn.Module):
+class RidgeHead(nn.Module):
     """Ridge head over ReLU random features with per-experience λ selection."""
 
     def __init__(
@@ -58,7 +58,7 @@ class AnalyticHead(nn.Module):
         super().__init__()
         if not ridge_lambdas or not 0.0 < holdout_fraction < 1.0:
             raise ValueError(
-                f"AnalyticHead needs ridge_lambdas (got {tuple(ridge_lambdas)}) and holdout_fraction in (0, 1) "
+                f"RidgeHead needs ridge_lambdas (got {tuple(ridge_lambdas)}) and holdout_fraction in (0, 1) "
                 f"(got {holdout_fraction})"
             )
         self.ridge_lambdas = tuple(float(v) for v in ridge_lambdas)
@@ -105,8 +105,8 @@ class AnalyticHead(nn.Module):
     def accumulate(self, features: Tensor, targets: Tensor) -> None:
         """Add a batch (features B x d, integer targets) to the current experience's sums."""
         if self._pending is None:
-            raise RuntimeError("AnalyticHead.accumulate called before begin_experience()")
-        check_targets("AnalyticHead", targets, self.num_classes)
+            raise RuntimeError("RidgeHead.accumulate called before begin_experience()")
+        check_targets("RidgeHead", targets, self.num_classes)
         pending = self._pending
         h = self.embed(features).double()
         y = F.one_hot(targets.long(), self.num_classes).double()
@@ -130,7 +130,7 @@ class AnalyticHead(nn.Module):
         largest candidate on the first experience.
         """
         if self._pending is None:
-            raise RuntimeError("AnalyticHead.finish_experience called before begin_experience()")
+            raise RuntimeError("RidgeHead.finish_experience called before begin_experience()")
         pending, self._pending = self._pending, None
         if reduce is not None:
             pending.reduce(reduce)

@@ -9,7 +9,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import Tensor
 
-from .recipes import NONFINITE_LOSS_POLICIES
+from cldf.recipes import NONFINITE_LOSS_POLICIES
 
 
 class NonFiniteLossError(RuntimeError):

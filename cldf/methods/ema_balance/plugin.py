@@ -10,7 +10,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.evaluation.metric_results import MetricValue
 from torch import nn
 
-from ..methods.ema_balance import EMABalance, EMABalanceConfig, select_parameters
+from cldf.methods.ema_balance import EMABalance, EMABalanceConfig, select_parameters
 
 AlphaStats = dict[int, dict[str, dict[str, Optional[float]]]]
 
@@ -82,3 +82,8 @@ class EMABalancePlugin(SupervisedPlugin, supports_distributed=True):
     def alpha_stats(self) -> AlphaStats:
         """``{experience: {group: {tensors, updates, mean, min, max, fallback_share}}}`` (plain, JSON-ready)."""
         return copy.deepcopy(self._stats)
+
+
+def make_plugin(config: EMABalanceConfig, detector: object, wrapped: bool) -> EMABalancePlugin:
+    """The plug-in for a recipe's ``ema_balance`` section (it acts on whatever model trains)."""
+    return EMABalancePlugin(config)

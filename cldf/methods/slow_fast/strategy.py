@@ -16,9 +16,10 @@ from torch import Tensor, nn
 from torch.optim import SGD
 from torch.optim.lr_scheduler import LambdaLR
 
-from ..distributed import all_reduce_sum, shard_loader, world_size
-from ..methods.slow_fast import SlowFastConfig, SlowFastLearners
-from .experience import experience_classes
+from cldf.config_io import ConfigError
+from cldf.distributed import all_reduce_sum, shard_loader, world_size
+from cldf.methods.slow_fast import SlowFastConfig, SlowFastLearners
+from cldf.avalanche.experience import experience_classes
 
 
 class _FinishExperience(SupervisedPlugin, supports_distributed=True):
@@ -30,7 +31,7 @@ class _FinishExperience(SupervisedPlugin, supports_distributed=True):
 
 
 class SlowFastStrategy(SupervisedTemplate):
-    """Slow/fast PEFT learners with analytic heads and an entropy-merged prediction.
+    """Slow/fast PEFT learners with analytic prediction heads.
 
     ``model`` is a :class:`cldf.detector.Detector` (wrapped in
     :class:`~cldf.methods.slow_fast.SlowFastLearners`, which becomes ``strategy.model``) or an
@@ -39,8 +40,10 @@ class SlowFastStrategy(SupervisedTemplate):
     then it is frozen for good and the ``fast`` adapter, a copy of it, is trained on every later
     experience with cross-entropy + feature alignment + cross-classification. After each
     experience one no-grad pass over its training data (eval transforms) updates both
-    analytic heads. In eval mode the model returns the entropy-merged logits, so every
-    evaluator and metric sees the merged prediction.
+    analytic heads (``chosen_regularisation`` records the ridge or shrinkage each fit chose). In
+    eval mode the model returns the prediction ``SlowFastConfig.prediction`` sets (the slow
+    head by default; the fast head or the entropy merge of both on request), so every
+    evaluator and metric sees what the detector predicts.
 
     The optimiser (SGD, rebuilt at each experience) sees only the adapter being trained and
     its cosine head; its learning rate follows a cosine decay over exactly the iterations of
@@ -79,7 +82,7 @@ class SlowFastStrategy(SupervisedTemplate):
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.first_train_epochs = first_train_epochs
         self.later_train_epochs = train_epochs
-        self.chosen_ridges: list[dict[str, float]] = []
+        self.chosen_regularisation: list[dict[str, float]] = []
         self.scheduler: Optional[LambdaLR] = None
         self._chunks_done = 0
         super().__init__(
@@ -99,7 +102,7 @@ class SlowFastStrategy(SupervisedTemplate):
     # ----------------------------------------------------------------- inspection
     @property
     def aggregation_weights(self) -> Optional[tuple[Tensor, Tensor]]:
-        """Per-sample ``(w_slow, w_fast)`` of the last merged prediction."""
+        """Per-sample ``(w_slow, w_fast)`` of the last prediction (one-hot unless merged)."""
         return self.model.last_weights
 
     # ----------------------------------------------------------------- model and optimiser
@@ -172,7 +175,7 @@ class SlowFastStrategy(SupervisedTemplate):
         if not bool(self.model.fast_started):
             self.model.start_fast_learner()
         self.model.mark_trained(torch.as_tensor(experience_classes(experience)))
-        self.chosen_ridges.append(self._fit_analytic_heads(experience.dataset.eval()))
+        self.chosen_regularisation.append(self._fit_analytic_heads(experience.dataset.eval()))
 
     def _ends_origin_experience(self) -> bool:
         # Avalanche 0.6 flags ``is_last_subexp`` only when the last chunk is short, so count chunks.
@@ -189,3 +192,13 @@ class SlowFastStrategy(SupervisedTemplate):
         for batch in loader:
             self.model.accumulate_analytic(batch[0].to(self.device), batch[1].to(self.device))
         return self.model.finish_analytic_experience(all_reduce_sum)
+
+
+def make_strategy(recipe: Any, model: SlowFastLearners, plugins: list, common: dict) -> SlowFastStrategy:
+    """The strategy for a recipe with a ``slow_fast`` section (``common``: the shared template
+    arguments); it trains with its own SGD and cosine schedule."""
+    t = recipe.training
+    if t.optimizer != "sgd":
+        raise ConfigError(f"strategy {recipe.strategy!r} trains with its own SGD + cosine schedule; set training.optimizer: sgd")
+    return SlowFastStrategy(model=model, config=recipe.methods["slow_fast"], lr=t.lr, momentum=t.momentum,
+                            weight_decay=t.weight_decay, plugins=plugins, **common)

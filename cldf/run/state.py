@@ -19,16 +19,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from avalanche.core import SupervisedPlugin
-from avalanche.training import Cumulative
-from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin
 from torch import Tensor, nn
 
-from .avalanche.ema_balance_plugin import EMABalancePlugin
-from .checkpoint import CheckpointError
-from .detector import Detector, learned_state_dict
-from .metrics.avalanche_metrics import DetectionPluginMetric
-
-UNCHECKPOINTED_PLUGINS = (LwFPlugin, EWCPlugin, ReplayPlugin)
+from cldf.detector import Detector, learned_state_dict
+from cldf.methods.registry import METHODS
+from cldf.metrics.avalanche_metrics import DetectionPluginMetric
+from cldf.recipes import STRATEGIES, Recipe
+from cldf.run.checkpoint import CheckpointError
 
 
 def sub_state(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -152,17 +149,12 @@ class OptimizerStateLoader(SupervisedPlugin, supports_distributed=True):
 
 
 # ----------------------------------------------------------------------------- whole run
-def check_resumable(strategy: Any) -> None:
-    """Refuse strategies holding state that cldf does not checkpoint."""
-    blocking = [type(p).__name__ for p in strategy.plugins if isinstance(p, UNCHECKPOINTED_PLUGINS)]
-    # With end_of_experience="swap" the EMA shadow equals the weights at every experience boundary,
-    # so the shadow rebuilt from the restored weights is the one the run had; otherwise it is lost.
-    blocking += [
-        f"{type(p).__name__} (end_of_experience={p.config.end_of_experience!r})" for p in strategy.plugins
-        if isinstance(p, EMABalancePlugin) and not hasattr(p, "state_dict") and p.config.end_of_experience != "swap"
-    ]
-    if isinstance(strategy, Cumulative):
-        blocking.append("Cumulative (joint training keeps every past dataset)")
+def check_resumable(recipe: Recipe) -> None:
+    """Refuse recipes whose methods keep state that cldf does not checkpoint (the registry says)."""
+    blocking = [f"{section} ({type(config).__name__})" for section, config in recipe.methods.items()
+                if not METHODS[section].resumable(config)]
+    if not STRATEGIES[recipe.strategy].resumable:
+        blocking.append(f"{recipe.strategy} (its template keeps every past dataset)")
     if blocking:
         raise CheckpointError(
             f"cannot resume: {', '.join(blocking)} keep state between experiences that cldf does not "
@@ -196,11 +188,11 @@ def restore_learned(strategy: Any, tensors: dict[str, Tensor], info: dict[str, A
             plugin.load_state_dict(state)
 
 
-def restore(strategy: Any, metric: DetectionPluginMetric, tensors: dict[str, Tensor], info: dict[str, Any],
-            source: Path) -> None:
+def restore(strategy: Any, recipe: Recipe, metric: DetectionPluginMetric, tensors: dict[str, Tensor],
+            info: dict[str, Any], source: Path) -> None:
     """Put back what :func:`capture` saved; the optimiser state waits in an
     :class:`OptimizerStateLoader` plug-in of the strategy, if it has one."""
-    check_resumable(strategy)
+    check_resumable(recipe)
     restore_learned(strategy, tensors, info, source)
     for plugin in strategy.plugins:
         if isinstance(plugin, OptimizerStateLoader):

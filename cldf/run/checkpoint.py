@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from safetensors.torch import load, save
 from torch import Tensor
 
-from .atomic_io import write_bytes_atomic, write_json_atomic
+from cldf.atomic_io import write_bytes_atomic, write_json_atomic
 
 FORMAT = "cldf-checkpoint/2"
 STATE_FILE = "state.safetensors"
