@@ -33,10 +33,7 @@ class NAPAVQConfig:
             original's 10 needs re-tuning.
         kd_fraction: (cldf) share of each batch that is distilled (its first
             ``ceil(kd_fraction * B)`` samples; batches are shuffled, so an unbiased estimate of
-            the per-sample average). On the embedded stream's validation splits 0.25 forgot more
-            than 1.0 (0.039 vs 0.001, ``benchmarks/results/tuning_napa_vq_kd_fraction.md``), so
-            1.0 stays default; the previous adapter's pass costs little enough with ``kd_cache_mb``
-            (``benchmarks/results/napa_vq_cost.md``).
+            the per-sample average). 1.0 stays the default (why: ``benchmarks/results/recipe_choices.md``).
         kd_cache_mb: (cldf) memory for previous-model features cached during an experience
             (:class:`~cldf.methods.napa_vq.previous.CachedPreviousFeatures`): the previous model is
             frozen, so an input seen again (a later epoch, no random augmentation) is not passed
