@@ -21,6 +21,8 @@ from cldf.resources import EMBEDDED_STREAM, shipped_streams, stream_path
 from cldf.streams.errors import StreamDataError, StreamSpecError
 from cldf.streams.layouts import LAYOUTS
 DEMO_RECIPES = ("naive", "cldf")
+LOGGER_HELP = ("watch a run while it trains (repeatable): text, csv, tensorboard or wandb (offline unless "
+               "WANDB_MODE=online); files under OUT/logs")
 
 
 class UsageError(ValueError):
@@ -59,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="DIR",
                      help="continue a run after its last completed experience (a run folder or one checkpoint folder)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--logger", action="append", default=[], metavar="NAME", help=LOGGER_HELP)
     run.add_argument("--nproc", type=int, default=1, metavar="N",
                      help="train with N processes (torchrun: DistributedDataParallel, one GPU each when CUDA exists)")
     run.set_defaults(handler=_cmd_run)
@@ -68,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--logger", action="append", default=[], metavar="NAME", help=LOGGER_HELP)
     demo.set_defaults(handler=_cmd_demo)
 
     report = sub.add_parser("report", help="compare runs: a Markdown table and plots")
@@ -128,23 +132,28 @@ def stream_from_args(args: argparse.Namespace) -> Any:
 
 
 def _run_one(recipe_name: str, recipe: Any, stream: Any, out: Path, seed: int, progress: bool,
-             resume: Optional[Path] = None) -> dict:
+             resume: Optional[Path] = None, logger_names: Sequence[str] = ()) -> dict:
+    from cldf.avalanche.loggers import close_loggers, make_loggers
     from cldf.distributed import is_main
     from cldf.run import run
     from cldf.run.checkpoint import CheckpointError, latest_checkpoint
     from cldf.run.faults import NonFiniteLossError
 
+    name = Path(recipe_name).stem
+    loggers = make_loggers(list(logger_names), out, f"{name}-seed{seed}", recipe.to_raw()) if is_main() else []
     if is_main():
         print(f"== {recipe_name}: {recipe.description} | stream {stream.spec.name}: {', '.join(stream.experience_names)}")
     try:
-        return run(recipe, stream, seed=seed, out_dir=out, recipe_name=Path(recipe_name).stem, resume=resume,
-                   progress=progress)
+        return run(recipe, stream, seed=seed, out_dir=out, recipe_name=name, resume=resume,
+                   progress=progress, loggers=loggers)
     except CheckpointError as err:
         raise RunError(str(err)) from err
     except NonFiniteLossError as err:
         last = latest_checkpoint(out)
         kept = f"last good checkpoint: {last} (continue with --resume {out}" if last else "no checkpoint yet (start again"
         raise RunError(f"{err}\n{kept}; --set training.on_nonfinite_loss=skip drops such batches)") from err
+    finally:
+        close_loggers(loggers)
 
 
 def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
@@ -162,11 +171,13 @@ def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from cldf import distributed
+    from cldf.avalanche.loggers import check_logger_names
     from cldf.recipes import load_recipe
 
     if args.nproc < 1:
         raise UsageError(f"--nproc {args.nproc}: give a number of processes >= 1")
     recipe = load_recipe(args.recipe, args.set)  # validated before touching data or starting processes
+    check_logger_names(args.logger)
     if args.nproc > 1 and not distributed.is_distributed() and "WORLD_SIZE" not in os.environ:
         return subprocess.run(torchrun_command(args.argv, args.nproc)).returncode
     try:
@@ -184,7 +195,7 @@ def _run_in_process(args: argparse.Namespace, recipe: Any) -> int:
         raise UsageError("give --out DIR (or --resume DIR to continue a run in its own folder)")
     check_writable(out)
     stream = stream_from_args(args)
-    results = _run_one(args.recipe, recipe, stream, out, args.seed, not args.no_progress, args.resume)
+    results = _run_one(args.recipe, recipe, stream, out, args.seed, not args.no_progress, args.resume, args.logger)
     if not is_main():
         return 0
     m = results["metrics"]
@@ -193,16 +204,18 @@ def _run_in_process(args: argparse.Namespace, recipe: Any) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from cldf.avalanche.loggers import check_logger_names
     from cldf.recipes import load_recipe
     from cldf.report.report import write_report
 
     recipes = {name: load_recipe(name, args.set) for name in DEMO_RECIPES}
+    check_logger_names(args.logger)
     check_writable(args.out)
     args.stream, args.layout, args.data, args.stream_set = None, None, None, []
     stream = stream_from_args(args)
     paths = []
     for name, recipe in recipes.items():
-        _run_one(name, recipe, stream, args.out / name, args.seed, not args.no_progress)
+        _run_one(name, recipe, stream, args.out / name, args.seed, not args.no_progress, logger_names=args.logger)
         paths.append(args.out / name / "results.json")
     report = write_report(paths, args.out)
     print()

@@ -5,7 +5,9 @@ keeps ``strategy.mb_output`` (logits) and ``strategy.mb_y`` of each test experie
 ``AUC/eval_phase/test_stream/Exp001`` and likewise ``EER``, ``AP``, ``DetAcc`` (accuracy at the
 threshold) and ``AttributionAcc`` (argmax over the classes trained so far), all computed by
 :func:`cldf.metrics.prediction_metrics`; after the stream it emits the mean over the evaluated
-experiences as ``AUC/eval_phase/test_stream``. Evaluations made after a training experience has
+experiences as ``AUC/eval_phase/test_stream``; after an evaluation of the test stream that follows
+training, also ``AUCSeen/eval_phase/test_stream`` (mean AUC over the experiences trained so far)
+and ``ForgettingAUC/eval_phase/test_stream`` (:mod:`cldf.metrics.continual`). Evaluations made after a training experience has
 finished fill row ``strategy.clock.train_exp_counter - 1`` of the R matrices
 (:meth:`DetectionPluginMetric.matrix`); periodic evaluations during training, or before any
 training, are logged but not put in the matrices.
@@ -30,7 +32,7 @@ from avalanche.evaluation.metric_results import MetricValue
 from avalanche.evaluation.metric_utils import get_metric_name
 
 from cldf.distributed import gather_cat, is_distributed
-from cldf.metrics.continual import matrices_from_cells
+from cldf.metrics.continual import average_after_each, forgetting_after_each, matrices_from_cells
 from cldf.metrics.calibration import (
     Calibration, decision_rates, expected_calibration_error, fit_calibration, novelty_scores,
     reliability_bins)
@@ -230,6 +232,11 @@ class DetectionPluginMetric(PluginMetric[dict[str, np.ndarray]]):
                 DISPLAY_NAMES[name], strategy, add_experience=False, add_task=False
             )
             emitted.append(MetricValue(self, full_name, mean, x))
+        if (row, row) in self._cells and self._novelty:  # this evaluation filled row ``row``
+            auc = self.matrix("auc")[: row + 1, : row + 1]
+            stream = f"eval_phase/{self.stream_name}_stream"
+            emitted.append(MetricValue(self, f"AUCSeen/{stream}", float(average_after_each(auc)[-1]), x))
+            emitted.append(MetricValue(self, f"ForgettingAUC/{stream}", float(forgetting_after_each(auc)[-1]), x))
         return emitted
 
     def _clear_experience_buffers(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 from avalanche.core import SupervisedPlugin
+from avalanche.logging import BaseLogger
 from avalanche.training.plugins import EvaluationPlugin
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -115,7 +116,7 @@ class RunProgress:
 
 
 def assemble(recipe: Recipe, stream: Stream, seed: int, plugins: Sequence[SupervisedPlugin],
-             progress: bool) -> RunParts:
+             progress: bool, loggers: Sequence[BaseLogger] = ()) -> RunParts:
     """Seed everything, then build the detector, the benchmark, the detection metric and the strategy."""
     seed_everything(seed)
     detector = DynamicDetector(recipe.detector)
@@ -125,9 +126,9 @@ def assemble(recipe: Recipe, stream: Stream, seed: int, plugins: Sequence[Superv
     metric = DetectionPluginMetric(real_classes=benchmark.real_classes, stream_name="test",
                                    num_classes=len(benchmark.class_map), target_fpr=recipe.decision.target_fpr,
                                    novelty_rate=recipe.decision.novelty_rate)
-    with warnings.catch_warnings():  # cldf reports through results.json, not Avalanche loggers
+    with warnings.catch_warnings():  # without loggers cldf reports through results.json alone
         warnings.filterwarnings("ignore", message="No loggers specified")
-        evaluator = EvaluationPlugin(metric, loggers=[])
+        evaluator = EvaluationPlugin(metric, loggers=list(loggers))
     guard = NonFiniteLossGuard(recipe.training.on_nonfinite_loss, names)
     extra = [*plugins, EpochProgressPlugin(len(names), names, progress and is_main()), OptimizerStateLoader(), guard]
     strategy = build_strategy(recipe, detector, evaluator, extra)
@@ -218,6 +219,7 @@ def run(
     recipe_name: Optional[str] = None,
     resume: Optional[Path] = None,
     plugins: Sequence[SupervisedPlugin] = (),
+    loggers: Sequence[BaseLogger] = (),
     progress: bool = True,
     echo: Callable[[str], None] = tqdm.write,
 ) -> dict[str, Any]:
@@ -227,8 +229,9 @@ def run(
     (unseen generators included). Returns the ``results.json`` dictionary; with ``out_dir`` it
     also writes a checkpoint after every experience, then ``results.json``, ``report.md`` and the
     plots. ``resume`` (a run folder or a checkpoint folder) continues after its last completed
-    experience, with the same results as an uninterrupted run. Extra ``plugins`` (loggers, ...)
-    run before the non-finite loss guard.
+    experience, with the same results as an uninterrupted run. Extra ``plugins``
+    run before the non-finite loss guard. Avalanche ``loggers`` (see :mod:`cldf.avalanche.loggers`)
+    receive every metric value: detection cells, continual summaries and the methods' signals.
 
     Started by torchrun (see :mod:`cldf.distributed`), every process runs this function: training
     is data-parallel, metrics are computed on the predictions of all processes, and only rank 0
@@ -244,7 +247,7 @@ def run(
     out_dir = Path(out_dir) if out_dir is not None else None
     setup = run_setup(recipe, stream, seed)
     resumed = resume_point(Path(resume), setup) if resume is not None else None
-    parts = assemble(recipe, stream, seed, plugins, progress)
+    parts = assemble(recipe, stream, seed, plugins, progress, loggers)
     state = resume_from(parts, resumed)
     if state.resumed_from is not None:
         echo(f"resumed from {state.resumed_from}: {state.done}/{len(parts.names)} experiences done")

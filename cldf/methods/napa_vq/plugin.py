@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import torch
 from avalanche.core import SupervisedPlugin
+from avalanche.evaluation.metric_results import MetricValue
 from torch import Tensor, nn
 
 from cldf.avalanche.experience import experience_classes
@@ -86,6 +87,7 @@ class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
     # ------------------------------------------------------------------ training
     def before_training_exp(self, strategy: Any, *args, **kwargs) -> None:
         self.learner.begin_experience(experience_classes(strategy.experience))
+        self._epoch_terms: dict[str, list[float]] = {}
 
     def before_backward(self, strategy: Any, *args, **kwargs) -> None:
         z = self.feature_source(strategy)
@@ -94,12 +96,19 @@ class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
             views += self._rotated_views(strategy, z)
         z_old = self.learner.previous_features(strategy.mb_x)
         strategy.loss = strategy.loss + self.learner.training_loss(views, strategy.mb_y, z_old)
+        for name, value in self.learner.last_terms.items():
+            self._epoch_terms.setdefault(name, []).append(value)
 
     def after_update(self, strategy: Any, *args, **kwargs) -> None:
         self.learner.step()
 
     def after_training_epoch(self, strategy: Any, *args, **kwargs) -> None:
         self.learner.end_epoch()
+        exp_id, x_plot = strategy.experience.current_experience, strategy.clock.train_iterations
+        for name, values in self._epoch_terms.items():  # the epoch's mean of each loss term, to the loggers
+            metric = f"NAPAVQ/{name}/train_phase/Exp{exp_id:03d}"
+            strategy.evaluator.publish_metric_value(MetricValue(self, metric, sum(values) / len(values), x_plot))
+        self._epoch_terms = {}
 
     def after_training_exp(self, strategy: Any, *args, **kwargs) -> None:
         self.learner.end_experience(self._experience_feature_sums(strategy))

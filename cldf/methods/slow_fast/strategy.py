@@ -8,6 +8,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from avalanche.benchmarks.scenarios.online import OnlineCLExperience
 from avalanche.core import BasePlugin, SupervisedPlugin
+from avalanche.evaluation.metric_results import MetricValue
+from avalanche.evaluation.metric_utils import get_metric_name
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.plugins.evaluation import default_evaluator
 from avalanche.training.templates import SupervisedTemplate
@@ -22,9 +24,24 @@ from cldf.methods.slow_fast import SlowFastConfig, SlowFastLearners
 from cldf.avalanche.experience import experience_classes
 
 
-class _FinishExperience(SupervisedPlugin, supports_distributed=True):
+class _StrategyHooks(SupervisedPlugin, supports_distributed=True):
     """Runs the strategy's end-of-experience work after the user's plug-ins (e.g. an EMA swap)
-    and before the evaluator and periodic evaluation."""
+    and before the evaluator and periodic evaluation; sends the mean vote weight of the fast
+    learner on each evaluated experience (``SlowFast/fast_weight``) to the loggers."""
+
+    def before_eval_exp(self, strategy: "SlowFastStrategy", **kwargs: Any) -> None:
+        self._fast_weight = [0.0, 0]
+
+    def after_eval_forward(self, strategy: "SlowFastStrategy", **kwargs: Any) -> None:
+        w_fast = strategy.model.last_weights[1]
+        self._fast_weight[0] += float(w_fast.sum())
+        self._fast_weight[1] += len(w_fast)
+
+    def after_eval_exp(self, strategy: "SlowFastStrategy", **kwargs: Any) -> None:
+        total, count = self._fast_weight
+        if count:
+            name = get_metric_name("SlowFast/fast_weight", strategy, add_experience=True, add_task=False)
+            strategy.evaluator.publish_metric_value(MetricValue(self, name, total / count, strategy.clock.train_iterations))
 
     def after_training_exp(self, strategy: "SlowFastStrategy", **kwargs: Any) -> None:
         strategy.finish_experience()
@@ -93,7 +110,7 @@ class SlowFastStrategy(SupervisedTemplate):
             train_epochs=train_epochs,
             eval_mb_size=eval_mb_size,
             device=device if device is not None else learners.detector.device,
-            plugins=[*(plugins or []), _FinishExperience()],
+            plugins=[*(plugins or []), _StrategyHooks()],
             evaluator=evaluator,
             eval_every=eval_every,
             **kwargs,
