@@ -29,6 +29,10 @@ class _StrategyHooks(SupervisedPlugin, supports_distributed=True):
     and before the evaluator and periodic evaluation; sends the mean vote weight of the fast
     learner on each evaluated experience (``SlowFast/fast_weight``) to the loggers."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._fast_weight = [0.0, 0]  # sum of w_fast, samples
+
     def before_eval_exp(self, strategy: "SlowFastStrategy", **kwargs: Any) -> None:
         self._fast_weight = [0.0, 0]
 
