@@ -36,6 +36,7 @@ class TrainingConfig:
     momentum: float = 0.9
     num_workers: int = 0
     on_nonfinite_loss: str = "error"  # "error": stop the run; "skip": drop the batch and count it
+    prefix_memo_mb: float = 1024  # frozen-prefix outputs kept within an experience (0: none)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -49,6 +50,8 @@ class TrainingConfig:
                 raise ValueError(f"training.{key}={getattr(self, key)!r} must be a positive integer")
         if not float(self.lr) > 0:
             raise ValueError(f"training.lr={self.lr!r} must be > 0")
+        if not float(self.prefix_memo_mb) >= 0:
+            raise ValueError(f"training.prefix_memo_mb={self.prefix_memo_mb!r} must be >= 0 (0 keeps none)")
 
 
 @dataclass
@@ -106,6 +109,7 @@ class Recipe:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     methods: dict[str, Any] = field(default_factory=dict)
     decision: DecisionConfig = field(default_factory=DecisionConfig)
+    dropped: tuple[str, ...] = ()  # method sections of the strategy left out (ablations)
 
     @property
     def stores_exemplars(self) -> bool:
@@ -126,6 +130,7 @@ class Recipe:
             "detector": asdict(self.detector), "training": asdict(self.training),
             "decision": asdict(self.decision),
             **{name: asdict(cfg) for name, cfg in self.methods.items()},
+            **({"drop": list(self.dropped)} if self.dropped else {}),
         }
 
 
@@ -182,11 +187,16 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     if strategy not in STRATEGIES:
         raise ConfigError(f"{source}: strategy={strategy!r}; valid: {', '.join(STRATEGIES)}")
     kind = STRATEGIES[strategy]
-    allowed = {"description", "detector", "training", "decision", *kind.sections}
+    allowed = {"description", "detector", "training", "decision", "drop", *kind.sections}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} for strategy {strategy!r}; allowed: {', '.join(sorted(allowed))}")
-    methods = {s: from_mapping(METHODS[s].config, raw.get(s), f"{source}: {s}") for s in kind.sections}
+    dropped = raw.get("drop") or []
+    if not isinstance(dropped, list) or any(d not in kind.sections for d in dropped):
+        raise ConfigError(f"{source}: drop={dropped!r}; give a list of the strategy's method sections to leave "
+                          f"out (for an ablation), from: {', '.join(kind.sections) or 'none'}")
+    methods = {s: from_mapping(METHODS[s].config, raw.get(s), f"{source}: {s}")
+               for s in kind.sections if s not in dropped}
     predicting = [s for s, cfg in methods.items() if METHODS[s].predicts(cfg)]
     if len(predicting) > 1:
         raise ConfigError(
@@ -199,4 +209,5 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         training=from_mapping(TrainingConfig, raw.get("training"), f"{source}: training"),
         methods=methods,
         decision=from_mapping(DecisionConfig, raw.get("decision"), f"{source}: decision"),
+        dropped=tuple(dropped),
     )

@@ -98,3 +98,11 @@ def test_a_new_method_is_one_entry_and_one_strategy_line(monkeypatch, tiny_strea
     naive = run(load_recipe("naive", RECIPE_SETS), tiny_stream, progress=False)
     assert CountingPlugin.calls == [0, 1]
     assert results["cost"]["state_bytes"] == naive["cost"]["state_bytes"] + 1000
+
+
+def test_ema_swaps_before_napa_vq_reads_the_weights():
+    from cldf.avalanche.build import method_plugins
+    from cldf.detector import Detector
+    recipe = load_recipe("cldf", ["detector.image_size=32", "detector.pretrained=false"])
+    names = [type(p).__name__ for p in method_plugins(recipe, Detector(recipe.detector))]
+    assert names.index("EMABalancePlugin") < names.index("NAPAVQPlugin")

@@ -21,6 +21,7 @@ from .backbone import create_backbone
 from .config import DetectorConfig
 from .heads import GrowingLinearHead
 from .merged_tails import MergedTails
+from .prefix_memo import PrefixMemo
 from .preprocess import ImageLike, check_batch, make_preprocess, prepare_batch
 from .split import BackboneSplit, TailOutputs
 
@@ -62,6 +63,7 @@ class Detector(nn.Module):
         self._head_trainable = True
         self.last_features: Optional[Tensor] = None
         self._prefix_cache: Optional[tuple[Tensor, Tensor]] = None
+        self._prefix_memo: Optional[PrefixMemo] = None
         self._merged_tails = MergedTails(self.backbone, cfg.adapter.tuned_stages)
         self._apply_trainability()
         self.to(resolve_device(cfg.device))
@@ -72,7 +74,8 @@ class Detector(nn.Module):
         non-leaf tensor, which cannot be deep-copied)."""
         clone = self.__class__.__new__(self.__class__)
         memo[id(self)] = clone
-        state = {**self.__dict__, "last_features": None, "_prefix_cache": None, "_merged_tails": None}
+        state = {**self.__dict__, "last_features": None, "_prefix_cache": None, "_prefix_memo": None,
+                 "_merged_tails": None}
         clone.__dict__.update(copy.deepcopy(state, memo))
         clone._merged_tails = MergedTails(clone.backbone, clone.config.adapter.tuned_stages)
         return clone
@@ -145,9 +148,26 @@ class Detector(nn.Module):
             return self._prefix_cache[1]
         check_batch(x, self.in_chans)
         with torch.no_grad():
-            h = self.split.prefix(x.to(self.device))
+            if self._prefix_memo is not None:
+                h = self._prefix_memo.prefix(x, lambda batch: self.split.prefix(batch.to(self.device)))
+            else:
+                h = self.split.prefix(x.to(self.device))
         self._prefix_cache = (x, h)
         return h
+
+    @contextmanager
+    def remembering_prefix(self, budget_mb: float) -> Iterator[Optional[PrefixMemo]]:
+        """Within the block each image's prefix output is computed once (see
+        :mod:`~cldf.detector.prefix_memo`); everything kept is dropped when the block ends.
+        A budget of 0 keeps nothing (and digests nothing)."""
+        if budget_mb <= 0:
+            yield None
+            return
+        self._prefix_memo = PrefixMemo(int(budget_mb * 2**20))
+        try:
+            yield self._prefix_memo
+        finally:
+            self._prefix_memo = None
 
     @contextmanager
     def _frozen_mode(self, frozen: bool) -> Iterator[None]:

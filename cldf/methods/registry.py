@@ -11,7 +11,9 @@ from cldf.methods.entry import MethodEntry
 
 METHODS: dict[str, MethodEntry] = {entry.section: entry for entry in (
     *baselines.ENTRIES,
-    napa_vq.ENTRY,
+    # EMA first: at the end of an experience it swaps its shadow into the model, and NAPA-VQ's
+    # prototypes and distillation snapshot must come from the weights the detector keeps
     ema_balance.ENTRY,
+    napa_vq.ENTRY,
     slow_fast.ENTRY,
 )}
