@@ -99,7 +99,7 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, help="data root (for --stream files with a relative root, or with --layout)")
     parser.add_argument("--layout", choices=[name for name, layout in LAYOUTS.items() if layout.needs_root],
                         help="build a stream from --data in this layout")
-    parser.add_argument("--order", help="comma-separated generators, in stream order (default: folders, sorted)")
+    parser.add_argument("--order", help="comma-separated generators, in stream order (default: the generator folders, or the hf dataset's generators, sorted)")
     parser.add_argument("--stream-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a stream setting, e.g. n_per_class.train=128")
 

@@ -37,6 +37,7 @@ from cldf.streams import Stream, StreamBenchmark, to_benchmark
 RESUME_FREE_SETTINGS = (
     "recipe.description", "recipe.detector.device", "recipe.training.num_workers",
     "recipe.training.on_nonfinite_loss", "stream.root", "stream.description",
+    "stream.options.cache_dir",  # where the hf layout caches Arrow files
 )
 
 

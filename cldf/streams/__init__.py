@@ -10,8 +10,8 @@ imported on first use, so reading streams does not import Avalanche.
 
 from cldf.streams.bad_files import BadFileReport
 from cldf.streams.errors import (
-    BadImageError, LeakageWarning, ManifestPathError, SkippedFilesWarning, StreamDataError,
-    StreamSpecError)
+    BadImageError, LeakageWarning, ManifestPathError, MissingExtraError, SkippedFilesWarning,
+    StreamDataError, StreamSpecError)
 from cldf.streams.images import FileImages, ImageDataset
 from cldf.streams.spec import (
     DATA_ROOT_ENV, ClassMap, ExperienceSpec, StreamSpec, load_stream_spec, parse_stream_spec)
@@ -31,7 +31,7 @@ def __getattr__(name: str):
 __all__ = [
     "DATA_ROOT_ENV", "BadFileReport", "BadImageError", "ClassMap", "ExperienceData",
     "ExperienceSpec", "FileImages", "ImageDataset", "LeakageWarning", "ManifestPathError",
-    "SkippedFilesWarning", "Stream", "StreamDataError", "StreamSpec", "StreamSpecError",
+    "MissingExtraError", "SkippedFilesWarning", "Stream", "StreamDataError", "StreamSpec", "StreamSpecError",
     "LAYOUTS", "build_stream", "load_stream", "load_stream_spec", "parse_stream_spec", "stream_from_root",
     *_BRIDGE,
 ]

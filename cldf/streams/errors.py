@@ -5,6 +5,10 @@ class StreamSpecError(ValueError):
     """A stream description is malformed; the message names the key and the valid values."""
 
 
+class MissingExtraError(StreamSpecError, ImportError):
+    """A layout needs an optional dependency; the message names the extra to install."""
+
+
 class StreamDataError(ValueError):
     """The data on disk does not fit the stream: a missing folder, an empty split, one class."""
 

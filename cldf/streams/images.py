@@ -18,7 +18,11 @@ MAX_SUBSTITUTES = 16
 
 
 class ImageSource(Protocol):
-    """Anything that yields a PIL image by index."""
+    """Anything that yields a PIL image by index.
+
+    A source with ``subset(indices) -> ImageSource`` can be filtered (validation carved from
+    train, unreadable files left out).
+    """
 
     def __len__(self) -> int: ...
 
@@ -42,6 +46,9 @@ class FileImages:
 
     def describe(self, index: int) -> str:
         return self.paths[index]
+
+    def subset(self, indices: Sequence[int]) -> FileImages:
+        return FileImages([self.paths[i] for i in indices])
 
 
 class ImageDataset(Dataset):

@@ -162,7 +162,8 @@ def parse_stream_spec(
     if default_source is not None:
         default_source = _require_str(default_source, f"{source}: 'real_source'")
     experiences = _parse_experiences(values["experiences"], layout, default_source, source)
-    root = _resolve_root(values["root"], data_root, layout.needs_root, source)
+    needs_root = layout.needs_root if layout.root_needed is None else layout.root_needed(values)
+    root = _resolve_root(values["root"], data_root, needs_root, source)
     options = {key: values[key] for key in layout.stream_options}
     return StreamSpec(
         name=name,

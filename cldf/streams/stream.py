@@ -71,25 +71,30 @@ def stream_from_root(root: str | os.PathLike, layout: str, order: Sequence[str] 
                      overrides: dict | None = None) -> Stream:
     """A stream over the data under ``root`` in ``layout``, without a YAML. ``order``: the
     generators in stream order; for a layout with one folder per generator it defaults to the
-    folders, sorted, and every name must be one of them."""
+    folders, sorted, and every name must be one of them; a layout that lists its generators
+    (``hf``) defaults to those, sorted."""
     root = Path(root)
     if layout not in LAYOUTS or not LAYOUTS[layout].needs_root:
         valid = ", ".join(name for name, lay in LAYOUTS.items() if lay.needs_root)
         raise StreamSpecError(f"layout {layout!r} cannot be read from a data root; valid: {valid}")
     if not root.is_dir():
         raise StreamSpecError(f"data root {root} does not exist or is not a folder")
-    by_folder = LAYOUTS[layout].generator_folders
+    chosen = LAYOUTS[layout]
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    base = {"name": f"{layout}:{root.name}", "layout": layout, "root": str(root.resolve())}
     if order is None:
-        if not by_folder:
+        if chosen.generator_folders:
+            order = folders
+        elif chosen.list_generators is not None:
+            order = chosen.list_generators(parse_stream_spec(
+                {**base, "experiences": ["?"], **(overrides or {})}, source="data root"))
+        else:
             raise StreamSpecError(f"layout {layout} needs the generators in stream order (--order g1,g2,...)")
-        order = folders
-    missing = [g for g in order if g not in folders] if by_folder else []
+    missing = [g for g in order if g not in folders] if chosen.generator_folders else []
     if missing:
         raise StreamSpecError(f"generator(s) {', '.join(missing)} not found under {root}; "
                               f"found: {', '.join(folders) or 'nothing'}")
-    raw = {"name": f"{layout}:{root.name}", "layout": layout, "root": str(root.resolve()),
-           "experiences": list(order), **(overrides or {})}
+    raw = {**base, "experiences": list(order), **(overrides or {})}
     return build_stream(parse_stream_spec(raw, source="data root"))
 
 
@@ -105,7 +110,7 @@ def build_stream(spec: StreamSpec) -> Stream:
     for position, (exp, splits) in enumerate(zip(spec.experiences, collected)):
         splits = {name: data for name, data in splits.items() if len(data) or name != "val"}
         _check_splits(exp, splits, spec)
-        if "val" not in splits and spec.validation_holdout > 0 and splits["train"].paths is not None:
+        if "val" not in splits and spec.validation_holdout > 0 and "train" in splits and splits["train"].can_keep:
             splits.update(hold_out_validation(splits["train"], spec.validation_holdout, (spec.seed, position)))
         real_id = class_map.real_class(exp.real_source)
         targets = {name: [class_map.fake_class(g) if fake else real_id

@@ -42,13 +42,17 @@ class SplitData:
         return cls(FileImages([s[0] for s in samples]), [s[1] for s in samples],
                    [s[2] for s in samples])
 
+    @property
+    def can_keep(self) -> bool:
+        """Whether :meth:`keep` works: the image source has ``subset`` (files, Arrow rows)."""
+        return hasattr(self.images, "subset")
+
     def keep(self, indices: Sequence[int]) -> SplitData:
-        """The same split restricted to ``indices`` (file splits only)."""
-        paths = self.paths
-        if paths is None:
-            raise TypeError("only file-based splits can be filtered")
-        return SplitData.from_files([(paths[i], self.is_fake[i], self.generators[i])
-                                     for i in indices])
+        """The same split restricted to ``indices`` (image sources with ``subset`` only)."""
+        if not self.can_keep:
+            raise TypeError(f"{type(self.images).__name__} images cannot be filtered")
+        return SplitData(self.images.subset(indices), [self.is_fake[i] for i in indices],
+                         [self.generators[i] for i in indices])
 
 
 #: One dict per experience, in stream order: split name -> data (absent split = none).
@@ -66,6 +70,10 @@ class Layout:
     experience_options: Mapping[str, Any]
     needs_root: bool = True
     generator_folders: bool = False  # one folder per generator under the root (listed as the default order)
+    #: whether the stream options (defaults filled in) read a data root; None: ``needs_root``
+    root_needed: Callable[[Mapping[str, Any]], bool] | None = None
+    #: the generators in the data, sorted: the default order of a stream built from a data root
+    list_generators: Callable[[StreamSpec], list[str]] | None = None
 
 
 def layout_error(layout: Layout, problem: str) -> StreamDataError:
