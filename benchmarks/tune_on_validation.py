@@ -9,6 +9,11 @@ is written with the command that made it.
 
     python benchmarks/tune_on_validation.py --recipe napa_vq \
         --candidate "napa_vq.w_kd=1" --candidate "napa_vq.w_kd=10" --out benchmarks/results/tuning_napa_vq.md
+
+A candidate starting with ``@name`` uses the recipe ``name`` instead of ``--recipe`` (e.g.
+``@frozen``, ``@safe``, ``@cldf,drop=[napa_vq]``), so one table compares recipes and ablations.
+``--on test`` runs the same candidates on the test splits: the final ablation table, made once,
+after the choices were made on validation.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 
 from cldf.cli import EMBEDDED_STREAM
 from cldf.config_io import apply_overrides
-from cldf.recipes import load_recipe
+from cldf.recipes import Recipe, load_recipe
 from cldf.run.runner import run
 from cldf.streams import Stream, StreamSpec, build_stream, load_stream_spec
 
@@ -53,13 +58,20 @@ def tuning_spec(path: Path, stream_set: list[str], data_root: Path | None = None
     return spec
 
 
+def candidate_recipe(args: argparse.Namespace, candidate: str) -> Recipe:
+    """The recipe of a candidate: ``[@recipe,]key=value,...`` over ``--recipe`` and ``--set``."""
+    settings = [s for s in candidate.split(",") if s]
+    name = settings.pop(0)[1:] if settings and settings[0].startswith("@") else args.recipe
+    return load_recipe(name, args.set + settings)
+
+
 def _validate(job: tuple[argparse.Namespace, str, int]) -> tuple[str, int, float, float, float]:
     args, candidate, seed = job
-    stream = validation_as_test(build_stream(tuning_spec(args.stream, args.stream_set, args.data)))
-    settings = [s for s in candidate.split(",") if s]
+    stream = build_stream(tuning_spec(args.stream, args.stream_set, args.data))
+    stream = validation_as_test(stream) if args.on == "val" else stream
     start = time.perf_counter()
-    m = run(load_recipe(args.recipe, args.set + settings), stream, seed=seed, progress=False)["metrics"]
-    print(f"{candidate or '(recipe defaults)'} seed {seed}: val avg AUC {m['avg_auc']:.3f}, "
+    m = run(candidate_recipe(args, candidate), stream, seed=seed, progress=False)["metrics"]
+    print(f"{candidate or '(recipe defaults)'} seed {seed}: {args.on} avg AUC {m['avg_auc']:.3f}, "
           f"forgetting {m['forgetting_auc']:.3f}", flush=True)
     return candidate, seed, m["avg_auc"], m["forgetting_auc"], time.perf_counter() - start
 
@@ -79,11 +91,13 @@ def main() -> int:
     parser.add_argument("--stream-set", action="append", default=[])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (one thread each)")
+    parser.add_argument("--on", choices=("val", "test"), default="val",
+                        help="the splits scored: validation (choosing), or test (the final table, once)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     for candidate in args.candidate:  # every setting valid before anything runs
-        load_recipe(args.recipe, args.set + [s for s in candidate.split(",") if s])
+        candidate_recipe(args, candidate)
     jobs = [(args, candidate, seed) for candidate in args.candidate for seed in args.seeds]
     with ProcessPoolExecutor(args.jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         done = list(pool.map(_validate, jobs))
@@ -95,11 +109,12 @@ def main() -> int:
                      _mean_std([d[3] for d in mine]), sum(d[4] for d in mine)))
     best = max(rows, key=lambda r: r[1])
     seeds = " ".join(str(s) for s in args.seeds)
-    lines = [f"# Tuning `{args.recipe}` on the validation splits", "", f"Command: `python {shlex.join(sys.argv)}`", "",
+    title = "on the validation splits" if args.on == "val" else "on the test splits"
+    lines = [f"# `{args.recipe}` candidates {title}", "", f"Command: `python {shlex.join(sys.argv)}`", "",
              f"Seeds {seeds}; mean ± std over seeds.", "",
-             "| candidate | val avg AUC | val forgetting | seconds |", "|---|---:|---:|---:|"]
+             f"| candidate | {args.on} avg AUC | {args.on} forgetting | seconds |", "|---|---:|---:|---:|"]
     lines += [f"| {c} | {a} | {f} | {s:.0f} |" for c, _, a, f, s in rows]
-    lines += ["", f"Highest validation average AUC: `{best[0]}`", ""]
+    lines += ["", f"Highest {args.on} average AUC: `{best[0]}`", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))

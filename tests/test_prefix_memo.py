@@ -1,6 +1,8 @@
 """The per-experience memo of the frozen prefix: same outputs, each image computed once, bounded, dropped."""
 
+import numpy as np
 import torch
+from avalanche.core import SupervisedPlugin
 
 from cldf.detector import Detector, DetectorConfig
 from cldf.detector.prefix_memo import PrefixMemo
@@ -16,11 +18,11 @@ def test_outputs_match_and_each_image_is_computed_once():
     x = torch.randn(6, 3, 32, 32)
     with torch.no_grad():
         plain = det.features(x.clone())  # (a new tensor: the same-batch reuse would skip the memo)
-        with det.remembering_prefix(64) as memo:
-            first = det.features(x)
-            again = det.features(x[[5, 0, 3]])  # a later epoch: other batches, other order
-            mixed = det.features(torch.cat([x[:2], torch.randn(2, 3, 32, 32)]))
-        assert det._prefix_memo is None  # nothing per image outlives the block
+        memo = det.start_prefix_memo(64)
+        first = det.features(x)
+        again = det.features(x[[5, 0, 3]])  # a later epoch: other batches, other order
+        mixed = det.features(torch.cat([x[:2], torch.randn(2, 3, 32, 32)]))
+        det.drop_prefix_memo()
     assert torch.equal(first, plain)  # a batch of unseen images is computed whole, as before
     assert torch.allclose(again, plain[[5, 0, 3]], atol=1e-5)
     assert torch.allclose(mixed[:2], plain[:2], atol=1e-5)
@@ -39,3 +41,29 @@ def test_the_budget_bounds_what_is_kept():
     memo.prefix(x, compute)
     out = memo.prefix(x, compute)
     assert torch.equal(out, x.flatten(1)[:, :4]) and calls == [4, 2] and memo.used_bytes == 32
+
+
+def test_a_run_keeps_nothing_after_each_experience_and_learns_the_same(tmp_path):
+    from test_resume import RECIPE_SETS, STREAM_SETS
+
+    from cldf.config_io import apply_overrides
+    from cldf.recipes import load_recipe
+    from cldf.resources import EMBEDDED_STREAM
+    from cldf.run.runner import assemble, train_experiences, RunProgress
+    from cldf.streams import build_stream, load_stream_spec
+
+    stream = build_stream(load_stream_spec(EMBEDDED_STREAM, overrides=apply_overrides(
+        {"experiences": ["gan_upsample", "self_blend"]}, STREAM_SETS)))
+    aucs = []
+    for budget in (0, 64):
+        recipe = load_recipe("safe", [*RECIPE_SETS, "training.epochs=2", f"training.prefix_memo_mb={budget}"])
+        parts = assemble(recipe, stream, 0, [], False)
+        memos = []
+        parts.strategy.plugins.append(type("Watch", (SupervisedPlugin,), {
+            "after_training_exp": lambda self, s, **k: memos.append(parts.detector._prefix_memo)})())
+        train_experiences(parts, RunProgress(), stream, {}, None, "safe", lambda line: None)
+        assert parts.detector._prefix_memo is None  # dropped once the experience is done
+        if budget:  # the second epoch and the end-of-experience pass looked every image up
+            assert all(m.hits >= 2 * m.misses > 0 for m in memos) and memos[0] is not memos[1]
+        aucs.append(parts.metric.matrix("auc"))
+    assert np.allclose(aucs[0], aucs[1], atol=0.02)

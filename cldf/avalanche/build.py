@@ -16,6 +16,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
+from cldf.avalanche.prefix_memo import PrefixMemoPlugin
 from cldf.detector import Detector
 from cldf.methods.registry import METHODS
 from cldf.recipes import STRATEGIES, Recipe, TrainingConfig
@@ -94,5 +95,5 @@ def build_strategy(
         train_mb_size=t.batch_size, eval_mb_size=t.eval_batch_size, device=detector.device, evaluator=evaluator,
         train_epochs=t.epochs if kind.train_epochs is None else kind.train_epochs,
     )
-    all_plugins = method_plugins(recipe, detector) + list(plugins)
+    all_plugins = [PrefixMemoPlugin(detector, t.prefix_memo_mb), *method_plugins(recipe, detector), *plugins]
     return template_for(recipe)(recipe, model_for(recipe, detector), all_plugins, common)

@@ -155,19 +155,16 @@ class Detector(nn.Module):
         self._prefix_cache = (x, h)
         return h
 
-    @contextmanager
-    def remembering_prefix(self, budget_mb: float) -> Iterator[Optional[PrefixMemo]]:
-        """Within the block each image's prefix output is computed once (see
-        :mod:`~cldf.detector.prefix_memo`); everything kept is dropped when the block ends.
-        A budget of 0 keeps nothing (and digests nothing)."""
-        if budget_mb <= 0:
-            yield None
-            return
-        self._prefix_memo = PrefixMemo(int(budget_mb * 2**20))
-        try:
-            yield self._prefix_memo
-        finally:
-            self._prefix_memo = None
+    def start_prefix_memo(self, budget_mb: float) -> Optional[PrefixMemo]:
+        """From now on each image's prefix output is computed once (see
+        :mod:`~cldf.detector.prefix_memo`), until :meth:`drop_prefix_memo`; a budget of 0 keeps
+        nothing (and digests nothing). Starting again drops what was kept."""
+        self._prefix_memo = PrefixMemo(int(budget_mb * 2**20)) if budget_mb > 0 else None
+        return self._prefix_memo
+
+    def drop_prefix_memo(self) -> None:
+        """Forget every kept prefix output."""
+        self._prefix_memo = None
 
     @contextmanager
     def _frozen_mode(self, frozen: bool) -> Iterator[None]:

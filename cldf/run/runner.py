@@ -157,8 +157,7 @@ def train_experiences(parts: RunParts, state: RunProgress, stream: Stream, setup
     first_optimizer = strategy.optimizer
     for i in range(state.done, len(names)):
         start = time.perf_counter()
-        with parts.detector.remembering_prefix(parts.recipe.training.prefix_memo_mb):  # dropped after it
-            strategy.train(parts.benchmark.train_stream[i], num_workers=workers)
+        strategy.train(parts.benchmark.train_stream[i], num_workers=workers)
         seconds = time.perf_counter() - start
         state.train_seconds += seconds
         state.trainable = max(state.trainable, sum(p.numel() for p in strategy.model.parameters() if p.requires_grad))
