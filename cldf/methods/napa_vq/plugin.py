@@ -18,6 +18,7 @@ from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
 from cldf.avalanche.experience import experience_classes
+from cldf.avalanche.loss_scaling import scaler_of
 from cldf.distributed import all_reduce_sum, shard_loader
 from cldf.detector import Detector, DetectorAdapterSnapshot
 from cldf.methods.napa_vq import (
@@ -96,7 +97,7 @@ class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
         strategy.loss = strategy.loss + self.learner.training_loss(views, strategy.mb_y, z_old)
 
     def after_update(self, strategy: Any, *args, **kwargs) -> None:
-        self.learner.step()
+        self.learner.step(scaler_of(strategy))
 
     def after_training_epoch(self, strategy: Any, *args, **kwargs) -> None:
         self.learner.end_epoch()
