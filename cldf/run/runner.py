@@ -36,8 +36,11 @@ from cldf.speed import SpeedSettings, resolve_speed
 from cldf.streams import Stream, StreamBenchmark, to_benchmark
 
 # Settings that may change between a run and its resumption: they do not shape what is learned.
+# Settings a resumed run may change: where and how fast it runs, not what it learns from. The speed
+# settings (added later) are here too, so checkpoints written before them still resume.
 RESUME_FREE_SETTINGS = (
     "recipe.description", "recipe.detector.device", "recipe.training.num_workers",
+    "recipe.training.precision", "recipe.training.channels_last",
     "recipe.training.on_nonfinite_loss", "stream.root", "stream.description",
     "stream.options.cache_dir",  # where the hf layout caches Arrow files
 )
