@@ -19,7 +19,7 @@ import sys
 import torch
 from torch import nn
 
-from timing import benchmark_parser, publish, timed
+from timing import benchmark_parser, device_name, publish, timed
 
 from cldf.detector import AdapterConfig, Detector, DetectorConfig
 from cldf.methods.ema_balance import EMABalance, select_parameters
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
         " ".join(["python benchmarks/ema_overhead.py", *argv]),
         "```",
         "",
-        f"- device: {device} ({_device_name(device)}, {os.cpu_count()} CPUs), torch {torch.__version__}, "
+        f"- device: {device} ({device_name(device)}, {os.cpu_count()} CPUs), torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, python {platform.python_version()}",
         f"- machine load average (1 min) at start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f}",
         f"- model: Detector({args.backbone}, pretrained=False, LoRA r={args.rank}, adapt_norm), "
@@ -107,12 +107,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
         "`EMABalance.step()` alone, relative to a plain step, is the direct measure of the overhead.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> None:

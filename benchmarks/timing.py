@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import platform
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,13 @@ def benchmark_parser(doc: str, reps: int) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared machine)")
     parser.add_argument("--out", type=Path, help="write the markdown report here (default: print only)")
     return parser
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
 
 
 def sync(device: torch.device) -> None:

@@ -18,6 +18,7 @@ from .config_io import ConfigError, apply_overrides, from_mapping
 from .detector import DetectorConfig
 from .methods.registry import METHODS
 from .resources import RECIPES_DIR, shipped_names
+from .speed import CHANNELS_LAST_CHOICES, PRECISIONS
 
 OPTIMIZERS = ("adamw", "sgd")
 NONFINITE_LOSS_POLICIES = ("error", "skip")
@@ -25,7 +26,8 @@ NONFINITE_LOSS_POLICIES = ("error", "skip")
 
 @dataclass
 class TrainingConfig:
-    """Optimiser and loop settings shared by every recipe."""
+    """Optimiser and loop settings shared by every recipe; ``precision``, ``channels_last`` and
+    ``num_workers`` are speed settings, ``auto`` deciding from the device (:mod:`cldf.speed`)."""
 
     epochs: int = 2
     batch_size: int = 32
@@ -34,17 +36,19 @@ class TrainingConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    num_workers: int = 0
+    num_workers: int | str = "auto"  # "auto": 0 on the CPU, up to 8 on CUDA
     on_nonfinite_loss: str = "error"  # "error": stop the run; "skip": drop the batch and count it
+    precision: str = "auto"  # "auto": bf16 (fp16 without bf16) on CUDA, fp32 on the CPU
+    channels_last: bool | str = "auto"  # "auto": on CUDA
     prefix_memo_mb: float = 1024  # frozen-prefix outputs kept within an experience (0: none)
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"training.optimizer={self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        if self.on_nonfinite_loss not in NONFINITE_LOSS_POLICIES:
-            raise ValueError(
-                f"training.on_nonfinite_loss={self.on_nonfinite_loss!r}; valid: {', '.join(NONFINITE_LOSS_POLICIES)}"
-            )
+        self._check_choice("optimizer", OPTIMIZERS)
+        self._check_choice("on_nonfinite_loss", NONFINITE_LOSS_POLICIES)
+        self._check_choice("precision", PRECISIONS)
+        self._check_choice("channels_last", CHANNELS_LAST_CHOICES)
+        if not (self.num_workers == "auto" or (type(self.num_workers) is int and self.num_workers >= 0)):
+            raise ValueError(f"training.num_workers={self.num_workers!r}; valid: 'auto' or an integer >= 0")
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"training.{key}={getattr(self, key)!r} must be a positive integer")
@@ -52,6 +56,12 @@ class TrainingConfig:
             raise ValueError(f"training.lr={self.lr!r} must be > 0")
         if not float(self.prefix_memo_mb) >= 0:
             raise ValueError(f"training.prefix_memo_mb={self.prefix_memo_mb!r} must be >= 0 (0 keeps none)")
+
+    def _check_choice(self, key: str, valid: tuple) -> None:
+        value = getattr(self, key)
+        if not any(value == v and type(value) is type(v) for v in valid):
+            shown = (str(v).lower() if isinstance(v, bool) else v for v in valid)  # as YAML writes them
+            raise ValueError(f"training.{key}={value!r}; valid: {', '.join(shown)}")
 
 
 @dataclass

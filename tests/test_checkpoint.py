@@ -27,7 +27,7 @@ from cldf.metrics.avalanche_metrics import DetectionPluginMetric
 from cldf.predict import load_trained, predict_files
 from cldf.recipes import load_recipe, parse_recipe
 from cldf.run.state import check_resumable, restore_model, load_optimizer_state, optimizer_tensors, rng_state, set_rng_state
-from cldf.run.runner import run
+from cldf.run.runner import resume_point, run, run_setup
 from cldf.avalanche.build import build_strategy, model_for
 from cldf.streams import build_stream, load_stream_spec
 
@@ -294,3 +294,16 @@ def test_a_checkpoint_stored_before_the_head_settings_existed_loads_as_it_was_tr
     with pytest.raises(CheckpointError, match="do not fit"):
         restore_model(model_for(recipe, Detector(recipe.detector)), load_checkpoint(checkpoint)[0],
                       manifest["model"], checkpoint)
+
+
+def test_a_checkpoint_stored_before_the_speed_settings_existed_still_resumes(run_copy):
+    manifest_path = run_copy / "checkpoints" / "exp_000" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for key in ("precision", "channels_last", "num_workers"):
+        del manifest["recipe"]["training"][key]
+    manifest_path.write_text(json.dumps(manifest))
+    recipe, stream = tiny("naive")
+    folder, _, _ = resume_point(run_copy / "checkpoints" / "exp_000", run_setup(recipe, stream, 0))
+    assert folder.name == "exp_000"
+    with pytest.raises(CheckpointError, match="recipe.training.lr"):  # what it learns from still must match
+        resume_point(run_copy / "checkpoints" / "exp_000", run_setup(tiny("naive", "training.lr=0.5")[0], stream, 0))

@@ -91,11 +91,15 @@ def _open(path: Path) -> Image.Image:
 @pytest.mark.parametrize("recipe", available_recipes())
 def test_every_recipe_runs_on_per_generator_real_classes(recipe, trees, tmp_path):
     run = tmp_path / recipe
-    printed = cli("run", recipe, *data_args("cddb", trees), *TINY, "--out", run)
+    printed = cli("run", recipe, *data_args("cddb", trees), *TINY, "--out", run, "--logger", "csv")
     assert "final average AUC" in printed
     results = load_results(run / "results.json")
     auc = np.array(results["metrics"]["auc"], dtype=float)
     assert auc.shape == (3, 3) and np.isfinite(auc).all()
+    with open(run / "logs" / "metrics.csv", newline="") as f:  # what a user watched while it trained
+        logged = {(int(r["training_exp"]), r["metric"]): float(r["value"]) for r in csv.DictReader(f)}
+    assert all(logged[(i, f"AUC/eval_phase/test_stream/Exp{j:03d}")] == pytest.approx(auc[i, j], abs=1e-12)
+               for i in range(3) for j in range(3))
     checkpoints = run / "checkpoints"
     # prediction from a checkpoint gives the scores the run evaluated (heads grown to 2 of 6 classes
     # after the first experience, to all 6 after the last)

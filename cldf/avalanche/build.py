@@ -1,8 +1,8 @@
 """Recipe -> Avalanche strategy, read from the method registry (:mod:`cldf.methods.registry`).
 
-Every strategy gets the same detector, optimiser settings and evaluator; methods differ in the
-plug-ins they add (in registry order) or, for a method that brings one, the template and the
-model it trains over the detector.
+Every strategy gets the same detector, optimiser settings, speed settings and evaluator; methods
+differ in the plug-ins they add (in registry order) or, for a method that brings one, the
+template and the model it trains over the detector.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
 from cldf.avalanche.prefix_memo import PrefixMemoPlugin
+from cldf.avalanche.loss_scaling import LossScaling
 from cldf.detector import Detector
 from cldf.methods.registry import METHODS
 from cldf.recipes import STRATEGIES, Recipe, TrainingConfig
+from cldf.speed import resolve_speed
 from cldf.state_size import dataset_bytes
 
 
@@ -89,11 +91,18 @@ def build_strategy(
     evaluator: EvaluationPlugin,
     plugins: Sequence[SupervisedPlugin] = (),
 ) -> SupervisedTemplate:
-    """An Avalanche strategy for ``recipe`` on ``detector``, with extra ``plugins`` (progress, ...)."""
+    """An Avalanche strategy for ``recipe`` on ``detector``, with extra ``plugins`` (progress, ...).
+
+    The recipe's speed settings (:mod:`cldf.speed`) go to the detector's backbone passes; an fp16
+    run adds loss scaling after every other plug-in."""
     t, kind = recipe.training, STRATEGIES[recipe.strategy]
+    speed = resolve_speed(t, detector.device)
+    detector.set_speed(speed.autocast_dtype, speed.channels_last)
     common: dict[str, Any] = dict(
         train_mb_size=t.batch_size, eval_mb_size=t.eval_batch_size, device=detector.device, evaluator=evaluator,
         train_epochs=t.epochs if kind.train_epochs is None else kind.train_epochs,
     )
     all_plugins = [PrefixMemoPlugin(detector, t.prefix_memo_mb), *method_plugins(recipe, detector), *plugins]
+    if speed.scales_loss:
+        all_plugins.append(LossScaling(detector.device))
     return template_for(recipe)(recipe, model_for(recipe, detector), all_plugins, common)

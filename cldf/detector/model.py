@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
 
 import torch
 from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
@@ -23,7 +23,7 @@ from .heads import GrowingLinearHead
 from .merged_tails import MergedTails
 from .prefix_memo import PrefixMemo
 from .preprocess import ImageLike, check_batch, make_preprocess, prepare_batch
-from .split import BackboneSplit, TailOutputs
+from .split import BackboneSplit, TailOutputs, as_float32
 
 DEFAULT_ADAPTER = "default"
 
@@ -64,6 +64,8 @@ class Detector(nn.Module):
         self.last_features: Optional[Tensor] = None
         self._prefix_cache: Optional[tuple[Tensor, Tensor]] = None
         self._prefix_memo: Optional[PrefixMemo] = None
+        self._autocast_dtype: Optional[torch.dtype] = None
+        self._channels_last = False
         self._merged_tails = MergedTails(self.backbone, cfg.adapter.tuned_stages)
         self._apply_trainability()
         self.to(resolve_device(cfg.device))
@@ -93,7 +95,8 @@ class Detector(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Pooled pre-logit features with the active adapter."""
-        return self.split.tail(self._prefix(x))
+        with self._backbone_precision():
+            return self.split.tail(self._prefix(x)).float()
 
     def multi_features(self, x: Tensor, adapters: Sequence[Optional[str]],
                        rows: Optional[int] = None) -> dict[Optional[str], Tensor]:
@@ -116,19 +119,20 @@ class Detector(nn.Module):
 
     def _tails(self, x: Tensor, adapters: Sequence[Optional[str]], rows: Optional[int],
                run: Callable[[BackboneSplit, Tensor], Any]) -> dict[Optional[str], Any]:
-        h = self._prefix(x)
-        if rows is not None:
-            h = h[:rows]
-        out: dict[Optional[str], Any] = {}
-        for name in adapters:
-            frozen = name is None or name in self._frozen
-            if name is not None and (frozen or not (self.training or torch.is_grad_enabled())):
-                with torch.no_grad():
-                    out[name] = run(self._merged_tails.split(name), h)
-                continue
-            with self.using_adapter(name), self._frozen_mode(frozen):
-                out[name] = run(self.split, h)
-        return out
+        with self._backbone_precision():
+            h = self._prefix(x)
+            if rows is not None:
+                h = h[:rows]
+            out: dict[Optional[str], Any] = {}
+            for name in adapters:
+                frozen = name is None or name in self._frozen
+                if name is not None and (frozen or not (self.training or torch.is_grad_enabled())):
+                    with torch.no_grad():
+                        out[name] = run(self._merged_tails.split(name), h)
+                    continue
+                with self.using_adapter(name), self._frozen_mode(frozen):
+                    out[name] = run(self.split, h)
+        return {name: as_float32(o) for name, o in out.items()}
 
     @torch.no_grad()
     def stage_statistics_dims(self) -> list[int]:
@@ -147,11 +151,12 @@ class Detector(nn.Module):
         if self._prefix_cache is not None and self._prefix_cache[0] is x:
             return self._prefix_cache[1]
         check_batch(x, self.in_chans)
+        layout = torch.channels_last if self._channels_last else torch.preserve_format
         with torch.no_grad():
             if self._prefix_memo is not None:
-                h = self._prefix_memo.prefix(x, lambda batch: self.split.prefix(batch.to(self.device)))
+                h = self._prefix_memo.prefix(x, lambda batch: self.split.prefix(batch.to(self.device, memory_format=layout)))
             else:
-                h = self.split.prefix(x.to(self.device))
+                h = self.split.prefix(x.to(self.device, memory_format=layout))
         self._prefix_cache = (x, h)
         return h
 
@@ -165,6 +170,22 @@ class Detector(nn.Module):
     def drop_prefix_memo(self) -> None:
         """Forget every kept prefix output."""
         self._prefix_memo = None
+
+    # ----------------------------------------------------------------- speed
+    def set_speed(self, autocast_dtype: Optional[torch.dtype], channels_last: bool) -> None:
+        """Run the backbone passes under autocast to ``autocast_dtype`` (``None``: float32) and,
+        with ``channels_last``, in that memory format (weights converted now, batches on entry).
+        What leaves the backbone (features, stage statistics) is float32, so heads, losses and
+        analytic statistics never run in reduced precision. See :mod:`cldf.speed`."""
+        self._autocast_dtype = autocast_dtype
+        self._channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _backbone_precision(self) -> ContextManager[Any]:
+        if self._autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
     @contextmanager
     def _frozen_mode(self, frozen: bool) -> Iterator[None]:

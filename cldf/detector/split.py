@@ -67,6 +67,7 @@ def map_statistics(t: Tensor) -> Tensor:
     if t.dim() not in (3, 4):
         raise ValueError(f"map_statistics needs a B x C x H x W map or B x N x C tokens, got shape {tuple(t.shape)}")
     dims = (2, 3) if t.dim() == 4 else (1,)
+    t = t.float()  # statistics of reduced-precision (autocast) maps in float32
     return torch.cat([t.mean(dims), t.std(dims, correction=0)], dim=1)  # 0 (not NaN) for 1 x 1 maps
 
 
@@ -76,6 +77,13 @@ class TailOutputs(NamedTuple):
 
     features: Tensor
     stage_statistics: list[Tensor]
+
+
+def as_float32(out: Tensor | TailOutputs) -> Tensor | TailOutputs:
+    """A tail's output in float32 (the same tensors when they already are)."""
+    if isinstance(out, TailOutputs):
+        return TailOutputs(out.features.float(), [s.float() for s in out.stage_statistics])
+    return out.float()
 
 
 class BackboneSplit:

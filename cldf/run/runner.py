@@ -31,11 +31,16 @@ from cldf.report.report import write_report
 from cldf.report.results import build_results, package_versions, write_results
 from cldf.run.state import OptimizerStateLoader, capture, restore
 from cldf.avalanche.build import build_strategy
+from cldf.device import resolve_device
+from cldf.speed import SpeedSettings, resolve_speed
 from cldf.streams import Stream, StreamBenchmark, to_benchmark
 
 # Settings that may change between a run and its resumption: they do not shape what is learned.
+# Settings a resumed run may change: where and how fast it runs, not what it learns from. The speed
+# settings (added later) are here too, so checkpoints written before them still resume.
 RESUME_FREE_SETTINGS = (
     "recipe.description", "recipe.detector.device", "recipe.training.num_workers",
+    "recipe.training.precision", "recipe.training.channels_last", "recipe.training.prefix_memo_mb",
     "recipe.training.on_nonfinite_loss", "stream.root", "stream.description",
     "stream.options.cache_dir",  # where the hf layout caches Arrow files
 )
@@ -91,7 +96,8 @@ def summary_line(i: int, names: list[str], auc_row: np.ndarray, seconds: float) 
 
 @dataclass
 class RunParts:
-    """What one run is made of: the detector, the benchmark and the strategy with its plug-ins."""
+    """What one run is made of: the detector, the benchmark, the strategy with its plug-ins and
+    the speed settings resolved for the device."""
 
     recipe: Recipe
     detector: DynamicDetector
@@ -100,6 +106,7 @@ class RunParts:
     metric: DetectionPluginMetric
     guard: NonFiniteLossGuard
     strategy: Any
+    speed: SpeedSettings
 
 
 @dataclass
@@ -118,7 +125,9 @@ class RunProgress:
 
 def assemble(recipe: Recipe, stream: Stream, seed: int, plugins: Sequence[SupervisedPlugin],
              progress: bool, loggers: Sequence[BaseLogger] = ()) -> RunParts:
-    """Seed everything, then build the detector, the benchmark, the detection metric and the strategy."""
+    """Resolve the speed settings (refusing a precision the device lacks), seed everything, then
+    build the detector, the benchmark, the detection metric and the strategy."""
+    speed = resolve_speed(recipe.training, resolve_device(recipe.detector.device))
     seed_everything(seed)
     detector = DynamicDetector(recipe.detector)
     benchmark = to_benchmark(stream, detector.preprocess)
@@ -135,7 +144,7 @@ def assemble(recipe: Recipe, stream: Stream, seed: int, plugins: Sequence[Superv
     strategy = build_strategy(recipe, detector, evaluator, extra)
     if is_distributed():
         strategy.plugins.insert(0, DistributedPlugin(seed))  # first: its hooks frame everyone else's
-    return RunParts(recipe, detector, benchmark, names, metric, guard, strategy)
+    return RunParts(recipe, detector, benchmark, names, metric, guard, strategy, speed)
 
 
 def resume_from(parts: RunParts, resumed: Optional[tuple[Path, dict[str, Tensor], dict[str, Any]]]) -> RunProgress:
@@ -153,7 +162,7 @@ def train_experiences(parts: RunParts, state: RunProgress, stream: Stream, setup
                       out_dir: Optional[Path], recipe_name: str, echo: Callable[[str], None]) -> None:
     """Train each remaining experience, evaluate (validation, then the whole test stream) and
     checkpoint it; ``state`` follows along."""
-    strategy, names, workers = parts.strategy, parts.names, parts.recipe.training.num_workers
+    strategy, names, workers = parts.strategy, parts.names, parts.speed.num_workers
     first_optimizer = strategy.optimizer
     for i in range(state.done, len(names)):
         start = time.perf_counter()

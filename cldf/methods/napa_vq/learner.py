@@ -153,8 +153,10 @@ class NAPAVQ:
         self.last_terms = {name: float(value.detach()) for name, value in terms.items()}
         return total
 
-    def step(self) -> None:
-        """SGD step on the code vectors (old ones' gradients zeroed), then clear their gradients."""
+    def step(self, scaler: Optional[torch.amp.GradScaler] = None) -> None:
+        """SGD step on the code vectors (old ones' gradients zeroed), then clear their gradients;
+        with the ``scaler`` of a scaled (fp16) loss, the step unscales them (and is skipped when
+        one is not finite)."""
         if self.optimizer is None:
             raise RuntimeError("NAPAVQ.step: call begin_experience() first")
         grad = self.codebook.vectors.grad
@@ -162,7 +164,10 @@ class NAPAVQ:
             processes = self.reduce(torch.ones((), device=grad.device))
             grad.copy_(self.reduce(grad) / processes)
         self.codebook.zero_frozen_grads()
-        self.optimizer.step()
+        if scaler is None or grad is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
 
     def end_epoch(self) -> None:

@@ -19,6 +19,7 @@ from avalanche.evaluation.metric_results import MetricValue
 from torch import Tensor, nn
 
 from cldf.avalanche.experience import experience_classes
+from cldf.avalanche.loss_scaling import scaler_of
 from cldf.distributed import all_reduce_sum, shard_loader
 from cldf.detector import Detector, DetectorAdapterSnapshot
 from cldf.methods.napa_vq import (
@@ -100,7 +101,7 @@ class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
             self._epoch_terms.setdefault(name, []).append(value)
 
     def after_update(self, strategy: Any, *args, **kwargs) -> None:
-        self.learner.step()
+        self.learner.step(scaler_of(strategy))
 
     def after_training_epoch(self, strategy: Any, *args, **kwargs) -> None:
         self.learner.end_epoch()
