@@ -40,7 +40,7 @@ class TrainingConfig:
     on_nonfinite_loss: str = "error"  # "error": stop the run; "skip": drop the batch and count it
     precision: str = "auto"  # "auto": bf16 (fp16 without bf16) on CUDA, fp32 on the CPU
     channels_last: bool | str = "auto"  # "auto": on CUDA
-    prefix_memo_mb: float = 1024  # frozen-prefix outputs kept within an experience (0: none)
+    prefix_memo_mb: float = 1024  # on the CPU: frozen-prefix outputs kept within an experience (0: none)
 
     def __post_init__(self) -> None:
         self._check_choice("optimizer", OPTIMIZERS)

@@ -102,7 +102,9 @@ def build_strategy(
         train_mb_size=t.batch_size, eval_mb_size=t.eval_batch_size, device=detector.device, evaluator=evaluator,
         train_epochs=t.epochs if kind.train_epochs is None else kind.train_epochs,
     )
-    all_plugins = [PrefixMemoPlugin(detector, t.prefix_memo_mb), *method_plugins(recipe, detector), *plugins]
+    # on a GPU the prefix costs less than moving each image to the CPU to digest it
+    memo = [PrefixMemoPlugin(detector, t.prefix_memo_mb)] if detector.device.type == "cpu" else []
+    all_plugins = [*memo, *method_plugins(recipe, detector), *plugins]
     if speed.scales_loss:
         all_plugins.append(LossScaling(detector.device))
     return template_for(recipe)(recipe, model_for(recipe, detector), all_plugins, common)
