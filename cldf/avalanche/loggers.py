@@ -69,9 +69,9 @@ class TextFileLogger(TextLogger):
         self.file.close()
 
 
-def _require(module: str, extra: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"--logger {extra} needs the '{module}' package: pip install 'cldf[{extra}]'")
+def _require(name: str) -> None:
+    if importlib.util.find_spec(name) is None:
+        raise ConfigError(f"--logger {name} needs the '{name}' package: pip install 'cldf[{name}]'")
 
 
 def _tensorboard(logs: Path, run_name: str, config: dict[str, Any]) -> BaseLogger:
@@ -98,7 +98,7 @@ def _wandb(logs: Path, run_name: str, config: dict[str, Any]) -> BaseLogger:
                        params={"mode": os.environ.get("WANDB_MODE", "offline"), "id": uuid.uuid4().hex[:8]})
 
 
-OPTIONAL_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}  # logger -> package (and cldf extra)
+OPTIONAL_LOGGERS = ("tensorboard", "wandb")  # each needs the package, and cldf extra, of its name
 
 LOGGERS: dict[str, Callable[[Path, str, dict[str, Any]], BaseLogger]] = {
     "text": lambda logs, run_name, config: TextFileLogger(logs / "log.txt"),
@@ -113,8 +113,8 @@ def check_logger_names(names: list[str]) -> None:
     for name in names:
         if name not in LOGGERS:
             raise ConfigError(f"--logger {name!r}: valid loggers are {', '.join(LOGGERS)}")
-        if name in OPTIONAL_PACKAGES:
-            _require(OPTIONAL_PACKAGES[name], name)
+        if name in OPTIONAL_LOGGERS:
+            _require(name)
 
 
 def make_loggers(names: list[str], out_dir: Path, run_name: str, config: dict[str, Any]) -> list[BaseLogger]:
