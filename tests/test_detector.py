@@ -161,6 +161,12 @@ def test_passes_without_gradient_use_a_merged_tail_that_follows_every_change(tun
         renewed = det.multi_features(x, ["fast"])["fast"]
     assert torch.allclose(renewed, _lora_tail_features(det, x, "fast"), atol=1e-4)
     assert not torch.allclose(renewed, before_delete, atol=1e-3)
+    # adding an adapter leaves the others' tensors alone: their merged copies are kept, still exact
+    kept = det._merged_tails.split("fast")
+    det.add_adapter("expert", copy_from="fast")
+    assert det._merged_tails.split("fast") is kept
+    with torch.no_grad():
+        assert torch.allclose(det.multi_features(x, ["expert"])["expert"], renewed, atol=1e-4)
 
 
 def test_other_peft_tuner_and_vit_family():

@@ -178,3 +178,15 @@ def test_bad_arguments_name_the_valid_values():
         embedded_split("self_blend", "train", 2, seed=-1)
     with pytest.raises(IndexError, match="out of range"):
         embedded_split("self_blend", "train", 2)[4]
+
+
+def test_fingerprint_adds_one_fixed_faint_pattern_to_every_fake():
+    residuals = []
+    for seed in (0, 1, 2):
+        image, donor, rng = crops(seed)
+        residuals.append((FORGERY_FAMILIES["fingerprint"](image, donor, rng) - image).ravel())
+    for residual in residuals:
+        assert 3.0 <= residual.std() <= 5.0  # grey levels
+        assert abs(residual.mean()) < 0.5
+    # the same pattern in every image (only its strength changes), unrelated to the content
+    assert np.corrcoef(residuals)[np.triu_indices(3, 1)].min() > 0.999

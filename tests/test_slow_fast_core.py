@@ -20,6 +20,7 @@ from cldf.methods.slow_fast import (
     prediction_entropy,
     transfer_loss,
 )
+from cldf.methods.slow_fast.experts import FastExperts
 
 
 def _decorrelated_features(batch: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -306,3 +307,38 @@ def test_stage_statistics_input_gives_every_stage_unit_rms_whatever_its_scale():
     assert torch.allclose(stage_statistics_input([narrow * 7.0, wide]), joined, atol=1e-5)
     assert torch.allclose(joined[:, :6] / joined[:, :6].norm(dim=1, keepdim=True),
                           narrow / narrow.norm(dim=1, keepdim=True), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- routed experts
+def test_routed_prediction_needs_the_discriminant_and_no_drift_compensation():
+    with pytest.raises(ValueError, match="routed.*analytic_head='ridge'"):
+        SlowFastConfig(prediction="routed", analytic_head="ridge")
+    with pytest.raises(ValueError, match="drift_compensation='affine'"):
+        SlowFastConfig(prediction="routed", drift_compensation="affine")
+
+
+def test_experts_route_by_class_mass_and_mix_within_the_routed_classes():
+    experts = FastExperts(2, 3, "slow")
+    neutral = torch.zeros(3, 2)
+    experts.add(neutral, torch.tensor([0.0, 0.0, -1e9]), torch.zeros(2))  # classes 0, 1
+    assert experts.add(neutral, torch.tensor([0.0, -1e9, math.log(3.0)]), torch.zeros(2)) == "expert1"  # 0, 2
+    slow = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]).log()
+    routing = experts.route(slow)
+    assert routing.expert.tolist() == [0, 1] and torch.allclose(routing.mass, torch.tensor([0.8, 0.8]))
+    expert_logits = torch.stack([experts.logits(0, torch.zeros(1, 2))[0], experts.logits(1, torch.zeros(1, 2))[0]])
+    p = experts.mix(slow, routing, expert_logits).exp()
+    # image 0: expert 0 is indifferent, so mass 0.8 is split 5:3 as the slow head has it; class 2 keeps 0.2
+    # image 1: expert 1 says 1:3, the slow head 1:7, pooled 1:21 over classes 0, 2; class 1 keeps 0.2
+    assert torch.allclose(p, torch.tensor([[0.5, 0.3, 0.2], [0.8 / 22, 0.2, 0.8 * 21 / 22]]), atol=1e-6)
+
+
+def test_experts_state_reloads_into_a_fresh_module_and_grows_classes():
+    experts = FastExperts(2, 2, "slow")
+    experts.add(torch.ones(2, 2), torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.5]))
+    experts.grow_classes(3)
+    fresh = FastExperts(2, 2, "slow")
+    fresh.load_state_dict(experts.state_dict())
+    assert len(fresh) == 1 and fresh.adapters == ["slow"]
+    assert fresh.bias.tolist() == [[1.0, 2.0, -1e9]] and fresh.class_masks.tolist() == [[True, True, False]]
+    with pytest.raises(ValueError, match="expected weight"):
+        fresh.add(torch.ones(2, 2), torch.ones(2), torch.zeros(2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import skimage.data
 import torch
@@ -90,11 +91,11 @@ class _Recorder(SupervisedPlugin):
         self.lrs[-1].append(strategy.optimizer.param_groups[0]["lr"])
 
 
-def _run(train_size: int):
+def _run(train_size: int, prediction: str = "merged"):
     recorder = _Recorder()
     strategy = SlowFastStrategy(
         model=_detector(),
-        config=SlowFastConfig(prediction="merged", lambda_fa=5.0),
+        config=SlowFastConfig(prediction=prediction, lambda_fa=5.0),
         lr=LR,
         train_mb_size=16,
         first_train_epochs=3,
@@ -216,6 +217,70 @@ def test_single_learner_prediction_modes_use_that_learners_analytic_head(stream_
 
 def test_merged_prediction_learns_both_generators(stream_run):
     strategy, _, bench = stream_run
+    assert _accuracy(strategy, bench.test_stream) >= 0.75
+
+
+# ----------------------------------------------------------------------------- routed experts
+@pytest.fixture(scope="module")
+def routed_run():
+    return _run(48, prediction="routed")
+
+
+def test_each_experience_leaves_a_frozen_expert_with_its_own_classes(routed_run):
+    strategy, _, _ = routed_run
+    model, det = strategy.model, strategy.model.detector
+    experts = model.experts
+    assert len(experts) == 2 and experts.adapters == ["slow", "expert1"]
+    assert {"slow", "expert1"} <= det.frozen_adapters and "fast" not in det.frozen_adapters
+    for name, tensor in det.adapter_state("expert1").items():  # the fast adapter as it ended experience 2
+        assert torch.equal(tensor, det.adapter_state("fast")[name.replace("expert1", "fast")])
+    assert experts.class_masks.tolist() == [[True, True, False], [True, False, True]]
+    assert model.fast_analytic.samples_seen == 0  # the routed prediction never sums fast statistics
+
+
+def test_routed_prediction_is_the_two_level_mixture_computed_by_hand(routed_run):
+    strategy, _, bench = routed_run
+    model = strategy.model.eval()
+    x = torch.cat([next(iter(torch.utils.data.DataLoader(bench.test_stream[i].dataset.eval(), batch_size=8)))[0]
+                   for i in (0, 1)])
+    with torch.no_grad():
+        logits = model(x)
+        z_slow = model.slow_analytic(_analytic_inputs(model, x, ["slow"])["slow"])
+        p_slow = z_slow.softmax(1)
+        expected = p_slow.clone()
+        for i in range(len(x)):
+            masses = [float(p_slow[i, mask].sum()) for mask in model.experts.class_masks]
+            e = int(np.argmax(masses))
+            adapter = model.experts.adapter_name(e)
+            z = model.experts.logits(e, _analytic_inputs(model, x[i:i + 1], [adapter])[adapter])[0]
+            mask = model.experts.class_masks[e]
+            expected[i, mask] = masses[e] * (z[mask] + z_slow[i, mask]).softmax(0)
+            assert float(model.last_weights[1][i]) == float(e > 0)
+    assert torch.allclose(logits.exp(), expected, atol=1e-5)
+    assert torch.allclose(logits.exp().sum(1), torch.ones(len(x)), atol=1e-5)
+    assert 0 < float(model.last_weights[1].mean()) < 1  # both the slow learner and the fast expert answer
+
+
+def test_the_fast_expert_decides_its_images_and_only_those(routed_run):
+    strategy, _, bench = routed_run
+    model, det = strategy.model.eval(), strategy.model.detector
+    x = torch.cat([next(iter(torch.utils.data.DataLoader(bench.test_stream[i].dataset.eval(), batch_size=16)))[0]
+                   for i in (0, 1)])
+    kept = det.adapter_state("expert1")
+    with torch.no_grad():
+        before = model(x)
+        routed_to_fast = model.last_weights[1].bool()
+        det.load_adapter_state("fast", {k: v + 0.1 for k, v in det.adapter_state("fast").items()})
+        assert torch.equal(model(x), before)  # the live fast adapter does not vote; its frozen expert does
+        det.load_adapter_state("expert1", {k: v * 1.5 for k, v in kept.items()})
+        after = model(x)
+        det.load_adapter_state("expert1", kept)
+    changed = (after - before).abs().amax(1) > 1e-4
+    assert routed_to_fast.any() and torch.equal(changed, routed_to_fast)
+
+
+def test_routed_prediction_learns_both_generators(routed_run):
+    strategy, _, bench = routed_run
     assert _accuracy(strategy, bench.test_stream) >= 0.75
 
 

@@ -35,11 +35,16 @@ class MergedTails:
             self._tails[name] = (key, self._build(name))
         return self._tails[name][1]
 
-    def forget(self) -> None:
-        """Drop every copy and tensor list (an adapter was added or deleted: a name may now
-        stand for other tensors)."""
-        self._tails.clear()
+    def forget(self, name: str | None = None) -> None:
+        """An adapter was added, or ``name`` was deleted: list every adapter's tensors afresh
+        and drop ``name``'s copy (a later adapter of that name holds other tensors). Other
+        copies are kept: their fingerprints, taken over the new lists, tell whether they still
+        hold (adding an adapter leaves the others' tensors as they were)."""
         self._owned.clear()
+        if name is None:
+            self._tails.clear()
+        else:
+            self._tails.pop(name, None)
 
     def _owned_tensors(self, name: str) -> list[Tensor]:
         """Every parameter and buffer of the backbone except those of other adapters (listed
@@ -51,7 +56,11 @@ class MergedTails:
         return self._owned[name]
 
     def _fingerprint(self, name: str) -> tuple:
-        return tuple((t.data_ptr(), t._version) for t in self._owned_tensors(name))
+        """Storage and version of each tensor; for normalisation step counters their value
+        instead (a train-mode pass bumps them, and only them, when it moves the running
+        statistics in place; moving the backbone to its device renews their storage)."""
+        return tuple(int(t) if t.dtype == torch.long and t.dim() == 0 else (t.data_ptr(), t._version)
+                     for t in self._owned_tensors(name))
 
     @torch.no_grad()
     def _build(self, name: str) -> BackboneSplit:

@@ -99,29 +99,31 @@ class Detector(nn.Module):
             return self.split.tail(self._prefix(x)).float()
 
     def multi_features(self, x: Tensor, adapters: Sequence[Optional[str]],
-                       rows: Optional[int] = None) -> dict[Optional[str], Tensor]:
+                       rows: int | Tensor | None = None) -> dict[Optional[str], Tensor]:
         """Features of several adapters (``None`` = pretrained, no adapter) with one prefix pass.
 
         Frozen adapters and the pretrained path run without gradient and with frozen
         normalisation statistics, so they never change. A pass without gradient in eval mode
         (inference, or a frozen adapter) runs a copy of the tail with the adapter merged into
         its weights (:class:`MergedTails`): the same features, cheaper. ``rows``: only the
-        batch's first ``rows`` samples go through the tails (the prefix pass of the whole batch
-        is reused).
+        batch's first ``rows`` samples (an int) or the samples at these indices (a tensor) go
+        through the tails (the prefix pass of the whole batch is reused).
         """
         return self._tails(x, adapters, rows, lambda split, h: split.tail(h))
 
     def multi_outputs(self, x: Tensor, adapters: Sequence[Optional[str]],
-                      rows: Optional[int] = None) -> dict[Optional[str], TailOutputs]:
+                      rows: int | Tensor | None = None) -> dict[Optional[str], TailOutputs]:
         """:meth:`multi_features` with each tail's per-stage map statistics as well
         (:class:`~cldf.detector.split.TailOutputs`)."""
         return self._tails(x, adapters, rows, lambda split, h: split.tail_outputs(h))
 
-    def _tails(self, x: Tensor, adapters: Sequence[Optional[str]], rows: Optional[int],
+    def _tails(self, x: Tensor, adapters: Sequence[Optional[str]], rows: int | Tensor | None,
                run: Callable[[BackboneSplit, Tensor], Any]) -> dict[Optional[str], Any]:
         with self._backbone_precision():
             h = self._prefix(x)
-            if rows is not None:
+            if isinstance(rows, Tensor):
+                h = h[rows.to(h.device)]
+            elif rows is not None:
                 h = h[:rows]
             out: dict[Optional[str], Any] = {}
             for name in adapters:
@@ -258,7 +260,7 @@ class Detector(nn.Module):
             self._check_adapter(copy_from)
         active = self.active_adapter
         self.backbone.add_adapter(name, self._peft_config)
-        self._merged_tails.forget()
+        self._merged_tails.forget(name)
         if copy_from is not None:
             self.load_adapter_state(name, self.adapter_state(copy_from))
         self.backbone.to(self.device)
@@ -270,7 +272,7 @@ class Detector(nn.Module):
         if name == self.active_adapter:
             raise ValueError(f"cannot delete the active adapter {name!r}; switch first")
         self.backbone.delete_adapter(name)
-        self._merged_tails.forget()
+        self._merged_tails.forget(name)
         self._frozen.discard(name)
         self._apply_trainability()
 

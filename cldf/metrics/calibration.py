@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 LOG_ODDS_CLIP = 1e6  # keeps the extreme values of a column-less class finite (see cldf.scores)
@@ -39,7 +40,7 @@ class Calibration:
 
     def p_fake(self, log_odds: np.ndarray | torch.Tensor) -> np.ndarray:
         """Calibrated probability that each image is fake."""
-        return 1.0 / (1.0 + np.exp(-self.log_odds(log_odds)))
+        return expit(self.log_odds(log_odds))
 
     def decide(self, p_fake: np.ndarray) -> np.ndarray:
         """``True`` where the calibrated ``p_fake`` reaches the threshold (called fake)."""

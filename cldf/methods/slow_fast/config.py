@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TRANSFER_FORMS = ("standardised", "original")
-PREDICTIONS = ("merged", "fast", "slow")
+PREDICTIONS = ("merged", "fast", "slow", "routed")
 ANALYTIC_INPUTS = ("pooled", "stage_statistics")
 ANALYTIC_HEADS = ("discriminant", "ridge")
 DRIFT_COMPENSATIONS = ("none", "affine")
@@ -24,8 +24,10 @@ class SlowFastConfig:
     ``"ridge"`` (SAFE's RanPAC-style ridge over ReLU random features, :class:`RidgeHead`).
     ``prediction``: ``"slow"`` (the default: the slow learner's head alone, chosen on held-out-photo
     validation, where it beat the merge: the fast head's statistics of old experiences were summed
-    with earlier fast features), ``"merged"`` (SAFE's entropy-weighted merge of both heads) or
-    ``"fast"``.
+    with earlier fast features), ``"merged"`` (SAFE's entropy-weighted merge of both heads),
+    ``"fast"``, or ``"routed"`` (cldf: each experience's fast adapter kept as a frozen expert with
+    a discriminant of that experience's exact statistics, the slow head routing each image to one
+    expert: :mod:`~cldf.methods.slow_fast.experts`; discriminant heads only).
     ``drift_compensation``: ``"affine"`` carries the fast head's statistics of earlier
     experiences into the fast adapter's current feature space at the end of each experience
     (a per-dimension affine map fitted on the experience's images through the adapter before and
@@ -73,6 +75,12 @@ class SlowFastConfig:
                 "SlowFastConfig.drift_compensation='affine' needs analytic_head='discriminant' (the ridge "
                 "head's statistics live in its random-feature space and cannot be mapped); set "
                 "drift_compensation='none' for the ridge"
+            )
+        if self.prediction == "routed" and (self.analytic_head != "discriminant" or self.drift_compensation != "none"):
+            raise ValueError(
+                "SlowFastConfig.prediction='routed' needs analytic_head='discriminant' (each expert keeps a "
+                "solved linear discriminant) and drift_compensation='none' (experts never drift); got "
+                f"analytic_head={self.analytic_head!r}, drift_compensation={self.drift_compensation!r}"
             )
         if not 0.0 < self.shrinkage <= 1.0:
             raise ValueError(f"SlowFastConfig.shrinkage={self.shrinkage!r} must be in (0, 1]")

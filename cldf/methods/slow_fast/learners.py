@@ -23,6 +23,7 @@ from cldf.methods.slow_fast.config import SlowFastConfig
 from cldf.methods.slow_fast.cosine_head import CosineHead
 from cldf.methods.slow_fast.discriminant_head import DiscriminantHead
 from cldf.methods.slow_fast.drift import AffineDrift
+from cldf.methods.slow_fast.experts import FastExperts
 from cldf.methods.slow_fast.losses import cross_classification_loss, feature_alignment_loss, transfer_loss
 
 SLOW, FAST = "slow", "fast"
@@ -65,6 +66,9 @@ class SlowFastLearners(nn.Module):
         self.fast_head.requires_grad_(False)
         self.slow_analytic = self._analytic_head(analytic_dim, classes, generator).to(device)
         self.fast_analytic = self._analytic_head(analytic_dim, classes, generator).to(device)
+        routed = cfg.prediction == "routed"
+        self.experts = FastExperts(analytic_dim, classes, SLOW).to(device) if routed else None
+        self._expert_head: Optional[DiscriminantHead] = None
         self.register_buffer("fast_started", torch.tensor(False, device=device))
         self.register_buffer("trained_classes", torch.zeros(classes, dtype=torch.bool, device=device))
         self.last_features: Optional[Tensor] = None
@@ -116,6 +120,8 @@ class SlowFastLearners(nn.Module):
         self.fast_head.grow_classes(num_classes, generator)
         self.slow_analytic.grow_classes(num_classes)
         self.fast_analytic.grow_classes(num_classes)
+        if self.experts is not None:
+            self.experts.grow_classes(num_classes)
         grown = torch.zeros(num_classes, dtype=torch.bool, device=self.trained_classes.device)
         grown[: self.trained_classes.numel()] = self.trained_classes
         self.trained_classes = grown
@@ -162,12 +168,14 @@ class SlowFastLearners(nn.Module):
         self._teacher_features = None if teacher is None else features[paths[1]]
         return self.training_head(self.last_features)
 
-    def analytic_passes(self, x: Tensor, learners: list[str]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Pooled features and analytic-head inputs of ``learners`` (adapter names; one prefix pass)."""
+    def analytic_passes(self, x: Tensor, learners: list[str],
+                        rows: Optional[Tensor] = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Pooled features and analytic-head inputs of ``learners`` (adapter names; one prefix
+        pass, reused when the same batch comes again), of the batch's ``rows`` only if given."""
         if self.config.analytic_input == "pooled":
-            features = self.detector.multi_features(x, learners)
+            features = self.detector.multi_features(x, learners, rows=rows)
             return features, features
-        outputs = self.detector.multi_outputs(x, learners)
+        outputs = self.detector.multi_outputs(x, learners, rows=rows)
         return ({p: o.features for p, o in outputs.items()},
                 {p: stage_statistics_input(o.stage_statistics) for p, o in outputs.items()})
 
@@ -179,6 +187,8 @@ class SlowFastLearners(nn.Module):
             self.last_weights = (torch.ones(len(slow), device=slow.device), torch.zeros(len(slow), device=slow.device))
             return self.slow_analytic(inputs[SLOW]) if self.slow_analytic.is_fitted else self.slow_head(slow)
         mode = self.config.prediction
+        if mode == "routed":
+            return self._routed_logits(x)
         if mode != "merged":
             learner, head = (FAST, self.fast_analytic) if mode == "fast" else (SLOW, self.slow_analytic)
             features, inputs = self.analytic_passes(x, [learner])
@@ -191,6 +201,23 @@ class SlowFastLearners(nn.Module):
         merged = merge_logits(self.slow_analytic(inputs[SLOW]), self.fast_analytic(inputs[FAST]), self.config.gamma)
         self.last_weights = (merged.w_slow, merged.w_fast)
         return merged.logits
+
+    def _routed_logits(self, x: Tensor) -> Tensor:
+        """The experts' two-level mixture (:mod:`~cldf.methods.slow_fast.experts`): the slow pass
+        routes, then each expert's tail runs on the images routed to it."""
+        features, inputs = self.analytic_passes(x, [SLOW])
+        slow_logits = self.slow_analytic(inputs[SLOW])
+        routing = self.experts.route(slow_logits)
+        expert_logits = torch.empty_like(slow_logits)
+        for index in routing.expert.unique().tolist():
+            rows = (routing.expert == index).nonzero().flatten()
+            adapter = self.experts.adapter_name(index)
+            routed = inputs[SLOW][rows] if adapter == SLOW else self.analytic_passes(x, [adapter], rows)[1][adapter]
+            expert_logits[rows] = self.experts.logits(index, routed)
+        self.last_features = features[SLOW]
+        w_fast = (routing.expert > 0).float()
+        self.last_weights = (1 - w_fast, w_fast)
+        return self.experts.mix(slow_logits, routing, expert_logits)
 
     def auxiliary_loss(self, targets: Tensor) -> Tensor:
         """The method's terms for the last training forward (added to its cross-entropy).
@@ -227,7 +254,11 @@ class SlowFastLearners(nn.Module):
         """Start collecting one experience's statistics for both analytic heads (``first_position``:
         see :meth:`RidgeHead.begin_experience`)."""
         self.slow_analytic.begin_experience(first_position)
-        if bool(self.fast_started):
+        if self.experts is not None:
+            self._expert_head = DiscriminantHead(self.slow_analytic.gram.shape[0], self.config.shrinkage,
+                                                 self.num_classes).to(self.detector.device)
+            self._expert_head.begin_experience(first_position)
+        elif bool(self.fast_started):
             self.fast_analytic.begin_experience(first_position)
         tracking = PREVIOUS_FAST in self.detector.adapter_names
         self._drift = AffineDrift(self.fast_analytic.gram.shape[0], self.detector.device) if tracking else None
@@ -238,12 +269,15 @@ class SlowFastLearners(nn.Module):
         (and, when drift is tracked, to the drift sums of the fast adapter's previous copy)."""
         was_training = self.training
         self.train(False)
-        paths = [SLOW, FAST] if bool(self.fast_started) else [SLOW]
+        expert = self._expert_adapter()
+        paths = [SLOW, FAST] if bool(self.fast_started) and expert != SLOW else [SLOW]
         _, inputs = self.analytic_passes(x, paths + ([PREVIOUS_FAST] if self._drift is not None else []))
         self.train(was_training)
         targets = targets.to(inputs[SLOW].device)
         self.slow_analytic.accumulate(inputs[SLOW], targets)
-        if bool(self.fast_started):
+        if self._expert_head is not None:
+            self._expert_head.accumulate(inputs[expert], targets)
+        elif bool(self.fast_started):
             self.fast_analytic.accumulate(inputs[FAST], targets)
         if self._drift is not None:
             self._drift.accumulate(inputs[PREVIOUS_FAST], inputs[FAST])
@@ -258,6 +292,23 @@ class SlowFastLearners(nn.Module):
             self.fast_analytic.shift_statistics(*self._drift.fit(reduce))
             self._drift = None
             self.detector.delete_adapter(PREVIOUS_FAST)
-        if bool(self.fast_started):
+        if self._expert_head is not None:
+            chosen[FAST] = self._expert_head.finish_experience(reduce)
+            self._keep_expert()
+        elif bool(self.fast_started):
             chosen[FAST] = self.fast_analytic.finish_experience(reduce)
         return chosen
+
+    def _expert_adapter(self) -> Optional[str]:
+        """The adapter this experience's expert reads (routed prediction only): the slow one on
+        the first experience, the fast one afterwards."""
+        if self.experts is None:
+            return None
+        return SLOW if len(self.experts) == 0 else FAST
+
+    def _keep_expert(self) -> None:
+        """Keep the experience's solved discriminant and a frozen copy of the adapter it reads."""
+        head, self._expert_head = self._expert_head, None
+        adapter = self.experts.add(head.weight, head.bias, head.center)
+        if adapter != SLOW:
+            DetectorAdapterSnapshot(self.detector, adapter=FAST, name=adapter).snapshot()

@@ -10,6 +10,7 @@ own strength, region and kernel. The output is not clipped; the dataset's final 
 from __future__ import annotations
 
 import io
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -213,6 +214,27 @@ def double_jpeg(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) 
     return decoded[shift_y:, shift_x:]
 
 
+FINGERPRINT_SEED = 20190101  # the generator's fixed pattern: one per image size, the same for every image
+
+
+@lru_cache(maxsize=8)
+def fingerprint_pattern(height: int, width: int) -> np.ndarray:
+    """The fixed residual of :func:`fingerprint` at one image size: white Gaussian noise
+    band-passed between Gaussian blurs of 1.5 and 6 pixels (the scale of a generator's last
+    upsampling layers), scaled to unit standard deviation."""
+    noise = np.random.default_rng(FINGERPRINT_SEED).standard_normal((height, width, 3)).astype(np.float32)
+    band = ndimage.gaussian_filter(noise, (1.5, 1.5, 0)) - ndimage.gaussian_filter(noise, (6.0, 6.0, 0))
+    return band / band.std()
+
+
+def fingerprint(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """GAN fingerprints: every image of one generator carries the same faint residual, left by
+    its fixed weights (Marra et al. 2019; Yu et al. 2019). Modelled as one fixed band-pass
+    pattern (:func:`fingerprint_pattern`) added at 3-5 grey levels (standard deviation): hard to
+    see, and weak in a frozen network's pooled statistics."""
+    height, width = image.shape[:2]
+    return image + rng.uniform(3.0, 5.0) * fingerprint_pattern(height, width)
+
 FORGERY_FAMILIES: dict[str, ForgeryFn] = {
     "gan_upsample": gan_upsample,
     "self_blend": self_blend,
@@ -221,4 +243,5 @@ FORGERY_FAMILIES: dict[str, ForgeryFn] = {
     "noise_splice": noise_splice,
     "colour_mismatch": colour_mismatch,
     "double_jpeg": double_jpeg,
+    "fingerprint": fingerprint,
 }
