@@ -427,3 +427,31 @@ def test_napa_vq_on_the_slow_fast_learners_reads_the_trained_adapter_whatever_pr
         fast, slow = (det.multi_features(x, [name])[name] for name in ("fast", "slow"))
     torch.testing.assert_close(seen, fast)
     assert not torch.allclose(fast, slow, atol=1e-3)  # the two learners differ, so the check can fail
+
+
+def test_napa_vq_prototypes_come_from_the_strategys_one_end_of_experience_pass(monkeypatch):
+    recipe = load_recipe("cldf", ["slow_fast.lambda_fa=5"])
+    det = _detector()
+    model = model_for(recipe, det)
+    (napa,) = [p for p in method_plugins(recipe, det) if isinstance(p, NAPAVQPlugin)]
+
+    def own_pass(*args, **kwargs):
+        raise AssertionError("NAPA-VQ made its own end-of-experience pass")
+
+    monkeypatch.setattr(napa, "_experience_feature_sums", own_pass)
+    strategy = SlowFastStrategy(model=model, config=recipe.methods["slow_fast"], lr=LR, train_mb_size=16,
+                                plugins=[napa], evaluator=None)
+    bench = _benchmark(32)
+    for i, experience in enumerate(bench.train_stream):
+        strategy.train(experience, eval_streams=[])
+        # by hand: the mean normalised feature of the experience's new fake class, through the adapter it trained
+        loader = torch.utils.data.DataLoader(experience.dataset.eval(), batch_size=64)
+        model.eval()
+        with torch.no_grad():
+            pairs = [(napa.learner.embed(det.multi_features(x, ["fast"])["fast"]), y) for x, y, _ in loader]
+        features, labels = torch.cat([f for f, _ in pairs]), torch.cat([y for _, y in pairs])
+        new_class = i + 1
+        torch.testing.assert_close(napa.learner.prototypes.means[new_class], features[labels == new_class].mean(0),
+                                   rtol=1e-4, atol=1e-5, msg=lambda m: f"experience {i}: {m}")
+    assert bool(napa.learner.prototypes.known[:3].all())
+    assert not strategy.experience_pass.will_run and not strategy.experience_pass._consumers

@@ -4,9 +4,11 @@ Works with ``avalanche.training.Naive`` (features from ``strategy.model.last_fea
 the slow/fast strategy (pass ``feature_source`` returning the fast learner's features and
 ``previous=DetectorAdapterSnapshot(det, adapter="fast")``).
 
-Cost note: at the end of each experience the plug-in makes one extra no-grad pass over that
+Cost note: at the end of each experience the plug-in needs one no-grad pass over that
 experience's training data, with its eval transforms and the model in eval mode, to compute the
 prototypes of the classes new in it (per-class sums and counts only; nothing per image is kept).
+It joins the strategy's own end-of-experience pass where there is one (the slow/fast strategy's;
+:mod:`cldf.avalanche.experience_pass`), else makes its own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from avalanche.evaluation.metric_results import MetricValue
 from torch import Tensor, nn
 
 from cldf.avalanche.experience import experience_classes
+from cldf.avalanche.experience_pass import join_experience_pass
 from cldf.avalanche.loss_scaling import scaler_of
 from cldf.distributed import all_reduce_sum, shard_loader
 from cldf.detector import Detector, DetectorAdapterSnapshot
@@ -112,7 +115,8 @@ class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
         self._epoch_terms = {}
 
     def after_training_exp(self, strategy: Any, *args, **kwargs) -> None:
-        self.learner.end_experience(self._experience_feature_sums(strategy))
+        if not join_experience_pass(strategy, _PrototypePass(self.learner)):
+            self.learner.end_experience(self._experience_feature_sums(strategy))
 
     # ------------------------------------------------------------------ prediction
     def after_eval_forward(self, strategy: Any, *args, **kwargs) -> None:
@@ -158,3 +162,21 @@ class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
             sums.add(features, self.learner.prototype_labels(y))
         model.train(was_training)
         return sums
+
+
+class _PrototypePass:
+    """The prototype sums, fed by a strategy's shared end-of-experience pass."""
+
+    def __init__(self, learner: NAPAVQ) -> None:
+        self.learner = learner
+        self.sums: Optional[FeatureSums] = None
+
+    def begin(self) -> None:
+        self.sums = self.learner.new_feature_sums()
+
+    def add(self, features: Tensor, targets: Tensor) -> None:
+        device = self.learner.device
+        self.sums.add(self.learner.embed(features.to(device)), self.learner.prototype_labels(targets.to(device)))
+
+    def finish(self) -> None:
+        self.learner.end_experience(self.sums)

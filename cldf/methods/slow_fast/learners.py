@@ -264,14 +264,16 @@ class SlowFastLearners(nn.Module):
         self._drift = AffineDrift(self.fast_analytic.gram.shape[0], self.detector.device) if tracking else None
 
     @torch.no_grad()
-    def accumulate_analytic(self, x: Tensor, targets: Tensor) -> None:
+    def accumulate_analytic(self, x: Tensor, targets: Tensor) -> Tensor:
         """Add a batch (eval transforms) to both analytic heads, in eval mode, one prefix pass
-        (and, when drift is tracked, to the drift sums of the fast adapter's previous copy)."""
+        (and, when drift is tracked, to the drift sums of the fast adapter's previous copy).
+        Returns the pooled features of the learner trained on the experience (the fast adapter,
+        a copy of the slow one after the first experience)."""
         was_training = self.training
         self.train(False)
         expert = self._expert_adapter()
         paths = [SLOW, FAST] if bool(self.fast_started) and expert != SLOW else [SLOW]
-        _, inputs = self.analytic_passes(x, paths + ([PREVIOUS_FAST] if self._drift is not None else []))
+        features, inputs = self.analytic_passes(x, paths + ([PREVIOUS_FAST] if self._drift is not None else []))
         self.train(was_training)
         targets = targets.to(inputs[SLOW].device)
         self.slow_analytic.accumulate(inputs[SLOW], targets)
@@ -281,6 +283,7 @@ class SlowFastLearners(nn.Module):
             self.fast_analytic.accumulate(inputs[FAST], targets)
         if self._drift is not None:
             self._drift.accumulate(inputs[PREVIOUS_FAST], inputs[FAST])
+        return features[FAST] if FAST in features else features[SLOW]
 
     def finish_analytic_experience(self, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> dict[str, float]:
         """Solve both analytic heads (``reduce``: see :meth:`RidgeHead.finish_experience`);

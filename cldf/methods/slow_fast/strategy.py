@@ -22,6 +22,7 @@ from cldf.config_io import ConfigError
 from cldf.distributed import all_reduce_sum, shard_loader, world_size
 from cldf.methods.slow_fast import SlowFastConfig, SlowFastLearners
 from cldf.avalanche.experience import experience_classes
+from cldf.avalanche.experience_pass import ExperiencePass
 
 
 class _StrategyHooks(SupervisedPlugin, supports_distributed=True):
@@ -104,6 +105,7 @@ class SlowFastStrategy(SupervisedTemplate):
         self.first_train_epochs = first_train_epochs
         self.later_train_epochs = train_epochs
         self.chosen_regularisation: list[dict[str, float]] = []
+        self.experience_pass = ExperiencePass()
         self.scheduler: Optional[LambdaLR] = None
         self._chunks_done = 0
         super().__init__(
@@ -172,6 +174,12 @@ class SlowFastStrategy(SupervisedTemplate):
         self.train_epochs = self.first_train_epochs if first else self.later_train_epochs
         super()._before_training_exp(**kwargs)
 
+    def _after_training_exp(self, **kwargs: Any) -> None:
+        # before the plug-ins' after_training_exp: they may join the end-of-experience pass,
+        # which finish_experience (the last plug-in) runs
+        self.experience_pass.will_run = self._ends_origin_experience()
+        super()._after_training_exp(**kwargs)
+
     def optimizer_step(self) -> None:
         super().optimizer_step()
         self.scheduler.step()
@@ -208,11 +216,17 @@ class SlowFastStrategy(SupervisedTemplate):
     @torch.no_grad()
     def _fit_analytic_heads(self, dataset: Any) -> dict[str, float]:
         # each process adds its contiguous block; the sums are all-reduced before the solve
+        # the plug-ins that joined (cldf.avalanche.experience_pass) get the trained learner's features
         loader, first = shard_loader(dataset, self.eval_mb_size)
         self.model.begin_analytic_experience(first)
+        self.experience_pass.begin()
         for batch in loader:
-            self.model.accumulate_analytic(batch[0].to(self.device), batch[1].to(self.device))
-        return self.model.finish_analytic_experience(all_reduce_sum)
+            targets = batch[1].to(self.device)
+            self.experience_pass.add(self.model.accumulate_analytic(batch[0].to(self.device), targets), targets)
+        chosen = self.model.finish_analytic_experience(all_reduce_sum)
+        self.experience_pass.will_run = False
+        self.experience_pass.finish()
+        return chosen
 
 
 def make_strategy(recipe: Any, model: SlowFastLearners, plugins: list, common: dict) -> SlowFastStrategy:
