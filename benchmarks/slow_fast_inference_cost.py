@@ -8,7 +8,10 @@ in eval mode. Three variants per interleaved repetition (the order rotates):
   two-pass - the naive merge: two complete forwards (prefix run twice), both heads, merge.
 Reports the median per-repetition ratio merged / single (target <= 1.3x) and two-pass / single,
 for each number of tuned stages (the adapters live on the last ``tuned_stages`` stages; the
-stages before them are the shared prefix).
+stages before them are the shared prefix). A second table times the routed prediction
+(``prediction='routed'``, discriminant heads, three experiences: the slow expert and two fast
+experts) against its slow learner alone: the slow tail routes, then each image runs through one
+expert's tail, images grouped by expert.
 
     python benchmarks/slow_fast_inference_cost.py --out benchmarks/results/slow_fast_inference_cost.md
 """
@@ -56,6 +59,34 @@ def _learners(args: argparse.Namespace, tuned_stages: int) -> SlowFastLearners:
     return model.eval()
 
 
+def _routed_learners(args: argparse.Namespace, tuned_stages: int) -> SlowFastLearners:
+    torch.manual_seed(0)
+    adapter = AdapterConfig(r=args.rank, tuned_stages=tuned_stages)
+    det = Detector(DetectorConfig(backbone=args.backbone, pretrained="auto", image_size=args.image_size,
+                                  adapter=adapter, device=args.device, num_classes=args.classes))
+    model = SlowFastLearners(det, SlowFastConfig(prediction="routed"))
+    model.start_fast_learner()
+    model.grow_classes(args.classes)
+    g = torch.Generator().manual_seed(1)
+    for experience in range(3):  # classes {0, e + 1}; the fast adapter moves between experiences
+        det.load_adapter_state("fast", {k: v + 0.01 * torch.randn(v.shape, generator=g).to(v) if "lora_" in k else v
+                                        for k, v in det.adapter_state("fast").items()})
+        model.begin_analytic_experience()
+        for _ in range(2):
+            x = torch.randn(args.batch, 3, args.image_size, args.image_size, generator=g).to(det.device)
+            y = torch.randint(0, 2, (args.batch,), generator=g) * (experience + 1)
+            model.accumulate_analytic(x, y)
+        model.finish_analytic_experience()
+    return model.eval()
+
+
+def _routed_variants(model: SlowFastLearners) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    def slow(x: torch.Tensor) -> torch.Tensor:
+        return model.slow_analytic(model.analytic_passes(x, ["slow"])[1]["slow"])
+
+    return {"single": slow, "routed": model}
+
+
 def _variants(model: SlowFastLearners) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     gamma = model.config.gamma
 
@@ -72,13 +103,13 @@ def _variants(model: SlowFastLearners) -> dict[str, Callable[[torch.Tensor], tor
 
 
 @torch.no_grad()
-def _measure(model: SlowFastLearners, args: argparse.Namespace) -> dict[str, list[float]]:
-    variants = _variants(model)
+def _measure(model: SlowFastLearners, args: argparse.Namespace,
+             variants: dict[str, Callable[[torch.Tensor], torch.Tensor]]) -> dict[str, list[float]]:
     device = model.detector.device
     shape = (args.batch, 3, args.image_size, args.image_size)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(2)).to(device)
-    reference = variants["merged"](x.clone())
-    if not torch.allclose(variants["two-pass"](x.clone()), reference, atol=1e-4):
+    if "two-pass" in variants and not torch.allclose(variants["two-pass"](x.clone()), variants["merged"](x.clone()),
+                                                     atol=1e-4):
         raise RuntimeError("shared-prefix merge and two-pass merge disagree")
     for fn in variants.values():  # warm-up
         fn(x.clone())
@@ -96,7 +127,8 @@ def _measure(model: SlowFastLearners, args: argparse.Namespace) -> dict[str, lis
     return times
 
 
-def _report(args: argparse.Namespace, rows: list[tuple[int, dict[str, list[float]]]], device: str) -> str:
+def _report(args: argparse.Namespace, rows: list[tuple[int, dict[str, list[float]]]], device: str,
+            routed_rows: list[tuple[int, dict[str, list[float]], float]]) -> str:
     command = " ".join(["python", "benchmarks/slow_fast_inference_cost.py", *sys.argv[1:]])
     lines = [
         "# Slow/fast learners: cost of the merged prediction (inference)", "", "```", command, "```", "",
@@ -120,20 +152,31 @@ def _report(args: argparse.Namespace, rows: list[tuple[int, dict[str, list[float
         ratio2 = statistics.median(m / s for m, s in zip(times["two-pass"], times["single"]))
         lines.append(f"| {stages} | {med['single']:.1f} | {med['merged']:.1f} | {med['two-pass']:.1f} | "
                      f"**{ratio:.2f}x** | {ratio2:.2f}x |")
+    lines += ["", "Routed prediction (discriminant heads; slow = prefix + slow tail + slow head; routed = "
+              "`SlowFastLearners.forward` with `prediction='routed'`):", "",
+              "| tuned stages | slow (ms/batch) | routed (ms/batch) | share routed to fast experts | **routed / slow** |",
+              "|---|---|---|---|---|"]
+    for stages, times, share in routed_rows:
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        ratio = statistics.median(m / s for m, s in zip(times["routed"], times["single"]))
+        lines.append(f"| {stages} | {med['single']:.1f} | {med['routed']:.1f} | {share:.2f} | **{ratio:.2f}x** |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = []
+    rows, routed_rows = [], []
     device = ""
     for stages in args.tuned_stages:
         model = _learners(args, stages)
         device = str(model.detector.device)
-        rows.append((stages, _measure(model, args)))
+        rows.append((stages, _measure(model, args, _variants(model))))
+        routed = _routed_learners(args, stages)
+        times = _measure(routed, args, _routed_variants(routed))
+        routed_rows.append((stages, times, float(routed.last_weights[1].mean())))
         print(f"tuned_stages={stages} done", file=sys.stderr)
-    report = _report(args, rows, device)
+    report = _report(args, rows, device, routed_rows)
     publish(report, args.out)
 
 
