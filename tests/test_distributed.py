@@ -18,6 +18,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from cldf import distributed
+from cldf.avalanche.experience_pass import ExperiencePass
 from cldf.metrics.detection import prediction_metrics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,13 +51,16 @@ class Capture(SupervisedPlugin, supports_distributed=True):
     def after_training_exp(self, strategy, *args, **kwargs) -> None:
         i = strategy.clock.train_exp_counter
         ema = next(p for p in strategy.plugins if type(p).__name__ == "EMABalancePlugin").ema
-        napa = next(p for p in strategy.plugins if type(p).__name__ == "NAPAVQPlugin")
         self.saved.update({f"exp{i}.ema.{k}": v.clone() for k, v in ema.state_dict().items()})
-        self.saved.update({f"exp{i}.napa.{k}": v.clone() for k, v in napa.state_dict().items() if k != "generator"})
         self.saved.update({f"exp{i}.param.{n}": p.detach().clone()
                            for n, p in strategy.model.named_parameters() if p.requires_grad})
-        self.saved.update({f"exp{i}.buffer.{n}": b.clone() for n, b in strategy.model.named_buffers()})
         self._row = i
+
+    def after_training(self, strategy, *args, **kwargs) -> None:
+        # after the strategy's end-of-experience pass, which NAPA-VQ's prototypes and the analytic heads share
+        napa = next(p for p in strategy.plugins if type(p).__name__ == "NAPAVQPlugin")
+        self.saved.update({f"exp{self._row}.napa.{k}": v.clone() for k, v in napa.state_dict().items() if k != "generator"})
+        self.saved.update({f"exp{self._row}.buffer.{n}": b.clone() for n, b in strategy.model.named_buffers()})
 
     def after_eval_iteration(self, strategy, *args, **kwargs) -> None:
         if strategy.experience.origin_stream.name != "test":  # the validation pass fits calibration
@@ -141,6 +145,7 @@ class _WithModel:
 
     def __init__(self, strategy, model) -> None:
         self.model, self.eval_mb_size, self.device = model, strategy.eval_mb_size, strategy.device
+        self.experience_pass = ExperiencePass()  # nobody joins it
 
 
 # ----------------------------------------------------------------------------- test side

@@ -223,7 +223,7 @@ def test_merged_prediction_learns_both_generators(stream_run):
 # ----------------------------------------------------------------------------- routed experts
 @pytest.fixture(scope="module")
 def routed_run():
-    return _run(48, prediction="routed")
+    return _run(32, prediction="routed")
 
 
 def test_each_experience_leaves_a_frozen_expert_with_its_own_classes(routed_run):
