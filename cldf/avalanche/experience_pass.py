@@ -7,7 +7,9 @@ with :func:`join_experience_pass` and receives every batch's features of the lea
 the experience. Images are then loaded and sent through the trained tail once, not once per
 method. A strategy offers the pass by having an ``experience_pass`` attribute (an
 :class:`ExperiencePass`) whose :meth:`ExperiencePass.will_run` says whether it runs at the end of
-the current (sub-)experience.
+the current (sub-)experience. The pass runs after every plug-in's ``after_training_exp``, so
+what a joined plug-in computes from it (NAPA-VQ's prototypes) is ready from ``after_training``
+on, not in other plug-ins' ``after_training_exp``.
 """
 
 from __future__ import annotations
