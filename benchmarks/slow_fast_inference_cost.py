@@ -41,11 +41,15 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _learners(args: argparse.Namespace, tuned_stages: int) -> SlowFastLearners:
+def _detector(args: argparse.Namespace, tuned_stages: int) -> Detector:
     torch.manual_seed(0)
     adapter = AdapterConfig(r=args.rank, tuned_stages=tuned_stages)
-    det = Detector(DetectorConfig(backbone=args.backbone, pretrained="auto", image_size=args.image_size,
-                                  adapter=adapter, device=args.device, num_classes=args.classes))
+    return Detector(DetectorConfig(backbone=args.backbone, pretrained="auto", image_size=args.image_size,
+                                   adapter=adapter, device=args.device, num_classes=args.classes))
+
+
+def _learners(args: argparse.Namespace, tuned_stages: int) -> SlowFastLearners:
+    det = _detector(args, tuned_stages)
     config = SlowFastConfig(analytic_head="ridge", projection_dim=args.projection_dim, prediction="merged")
     model = SlowFastLearners(det, config)
     model.start_fast_learner()
@@ -60,10 +64,7 @@ def _learners(args: argparse.Namespace, tuned_stages: int) -> SlowFastLearners:
 
 
 def _routed_learners(args: argparse.Namespace, tuned_stages: int) -> SlowFastLearners:
-    torch.manual_seed(0)
-    adapter = AdapterConfig(r=args.rank, tuned_stages=tuned_stages)
-    det = Detector(DetectorConfig(backbone=args.backbone, pretrained="auto", image_size=args.image_size,
-                                  adapter=adapter, device=args.device, num_classes=args.classes))
+    det = _detector(args, tuned_stages)
     model = SlowFastLearners(det, SlowFastConfig(prediction="routed"))
     model.start_fast_learner()
     model.grow_classes(args.classes)

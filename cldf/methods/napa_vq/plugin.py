@@ -115,8 +115,10 @@ class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
         self._epoch_terms = {}
 
     def after_training_exp(self, strategy: Any, *args, **kwargs) -> None:
-        if not join_experience_pass(strategy, _PrototypePass(self.learner)):
-            self.learner.end_experience(self._experience_feature_sums(strategy))
+        prototypes = _PrototypePass(self.learner)
+        if not join_experience_pass(strategy, prototypes):
+            prototypes.sums = self._experience_feature_sums(strategy)
+            prototypes.finish()
 
     # ------------------------------------------------------------------ prediction
     def after_eval_forward(self, strategy: Any, *args, **kwargs) -> None:
@@ -155,17 +157,17 @@ class NAPAVQPlugin(SupervisedPlugin, supports_distributed=True):
         model.eval()
         # each process adds its block of the experience; the learner sums them over processes
         loader, _ = shard_loader(strategy.experience.dataset.eval(), strategy.train_mb_size)
-        sums = self.learner.new_feature_sums()
+        prototypes = _PrototypePass(self.learner)
+        prototypes.begin()
         for batch in loader:
-            x, y = batch[0].to(strategy.device), batch[1].to(self.learner.device)
-            features = self.learner.embed(self._features(strategy, x).to(self.learner.device))
-            sums.add(features, self.learner.prototype_labels(y))
+            prototypes.add(self._features(strategy, batch[0].to(strategy.device)), batch[1])
         model.train(was_training)
-        return sums
+        return prototypes.sums
 
 
 class _PrototypePass:
-    """The prototype sums, fed by a strategy's shared end-of-experience pass."""
+    """The prototype sums of one experience, fed batch by batch by a strategy's shared
+    end-of-experience pass or by the plug-in's own."""
 
     def __init__(self, learner: NAPAVQ) -> None:
         self.learner = learner

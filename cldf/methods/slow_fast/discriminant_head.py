@@ -26,6 +26,11 @@ NO_DATA_LOGIT = -1e9
 _MIN_VARIANCE = 1e-12
 
 
+def discriminant_logits(features: Tensor, weight: Tensor, bias: Tensor, center: Tensor) -> Tensor:
+    """Logits of a solved discriminant (weight K x d, bias K, centre d; see :meth:`DiscriminantHead.solve`)."""
+    return (features.float() - center) @ weight.T + bias
+
+
 class DiscriminantHead(nn.Module):
     """Linear discriminant analysis with a shrunk pooled covariance, fitted from running sums."""
 
@@ -56,7 +61,7 @@ class DiscriminantHead(nn.Module):
         return bool(self.samples_seen > 0)
 
     def forward(self, features: Tensor) -> Tensor:
-        return (features.float() - self.center) @ self.weight.T + self.bias
+        return discriminant_logits(features, self.weight, self.bias, self.center)
 
     def grow_classes(self, num_classes: int) -> None:
         """Add classes without data (their logits stay :data:`NO_DATA_LOGIT` until data arrives)."""

@@ -12,8 +12,9 @@ routes the image to one expert e* = argmax_e m_e. Within C_e* the expert's evide
 with the slow head's (log-linear pooling: the sum of their logits), keeping the routed mass:
 p(c | x) = m_e* · softmax_{C_e*}(z_e*(c) + z_S(c)) for c ∈ C_e*, p_S(c | x) elsewhere (the
 probabilities still sum to 1). Where the slow features cannot tell the expert's classes apart,
-its logits there are near equal and the expert decides; where both can, both count. One expert tail per image (images are grouped by expert, sharing the prefix pass), so
-inference costs one slow tail plus one expert tail whatever the number of experts.
+its logits there are near equal and the expert decides; where both can, both count. One
+expert tail per image (images are grouped by expert, sharing the prefix pass), so inference
+costs one slow tail plus one expert tail whatever the number of experts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cldf.methods.slow_fast.discriminant_head import NO_DATA_LOGIT
+from cldf.methods.slow_fast.discriminant_head import NO_DATA_LOGIT, discriminant_logits
 from cldf.methods.slow_fast.growth import match_saved_shapes
 
 EXPERT_PREFIX = "expert"
@@ -94,7 +95,7 @@ class FastExperts(nn.Module):
 
     def logits(self, index: int, inputs: Tensor) -> Tensor:
         """Expert ``index``'s discriminant logits (K; :data:`NO_DATA_LOGIT` outside its classes)."""
-        return (inputs.float() - self.center[index]) @ self.weight[index].T + self.bias[index]
+        return discriminant_logits(inputs, self.weight[index], self.bias[index], self.center[index])
 
     def mix(self, slow_logits: Tensor, routing: Routing, expert_logits: Tensor) -> Tensor:
         """Log-probabilities of the two-level mixture (see the module docstring); ``expert_logits``
