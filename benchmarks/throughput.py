@@ -57,7 +57,7 @@ class Throughput:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="+", default=list(STRATEGIES), help="naive first: the reference")
+    parser.add_argument("--recipes", nargs="+", default=list(STRATEGIES), help="naive first: the reference; a recipe may carry its own overrides: cldf,slow_fast.prediction=routed")
     parser.add_argument("--sizes", nargs="+", type=int, default=[112, 224], help="input sizes (px)")
     parser.add_argument("--device", default="cpu", help="detector.device: cpu, cuda, auto")
     parser.add_argument("--precision", default="auto", help="training.precision: auto, bf16, fp16, fp32")
@@ -79,9 +79,17 @@ def small_stream(args: argparse.Namespace, size: int) -> Stream:
     return build_stream(load_stream_spec(EMBEDDED_STREAM, overrides=apply_overrides({}, overrides)))
 
 
+def recipe_overrides(name: str) -> tuple[str, list[str]]:
+    """``recipe[,key=value,...]``: a recipe name and its own overrides (e.g. ``cldf,slow_fast.prediction=routed``)."""
+    recipe, *overrides = name.split(",")
+    return recipe, overrides
+
+
 def build(args: argparse.Namespace, name: str, stream: Stream, size: int) -> RunParts:
-    recipe = load_recipe(name, [f"detector.image_size={size}", f"detector.device={args.device}",
-                                f"training.precision={args.precision}", f"training.epochs={args.epochs}", *args.set])
+    recipe, overrides = recipe_overrides(name)
+    recipe = load_recipe(recipe, [f"detector.image_size={size}", f"detector.device={args.device}",
+                                  f"training.precision={args.precision}", f"training.epochs={args.epochs}",
+                                  *args.set, *overrides])
     return assemble(recipe, stream, seed=0, plugins=(), progress=False)
 
 
@@ -153,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     for name in args.recipes:
-        load_recipe(name, args.set)  # every recipe and setting valid before anything runs
+        recipe, overrides = recipe_overrides(name)
+        load_recipe(recipe, args.set + overrides)  # every recipe and setting valid before anything runs
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     tables = []
     for size in args.sizes:

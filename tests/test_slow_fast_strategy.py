@@ -220,6 +220,31 @@ def test_merged_prediction_learns_both_generators(stream_run):
     assert _accuracy(strategy, bench.test_stream) >= 0.75
 
 
+def test_slow_only_prediction_trains_no_fast_learner_and_predicts_as_the_trained_run_read_slow(stream_run):
+    """With ``prediction="slow"`` later experiences run no step: the fast adapter stays the slow
+    one's copy and gets no statistics, and every prediction equals that of a run whose fast
+    learner did train, read through its slow head."""
+    strategy, recorder, bench = _run(48, prediction="slow")
+    model = strategy.model.eval()
+    assert len(recorder.lrs[0]) > 0 and recorder.lrs[1] == []  # steps in the first experience only
+    fast, slow = model.detector.adapter_state("fast"), model.detector.adapter_state("slow")
+    assert all(torch.equal(fast[k], slow[k]) for k in slow)
+    assert model.fast_analytic.samples_seen == 0 and set(strategy.chosen_regularisation[1]) == {"slow"}
+    trained = stream_run[0].model.eval()
+    assert trained.fast_analytic.samples_seen > 0  # the merged run's fast learner did train
+    x = torch.cat([next(iter(torch.utils.data.DataLoader(e.dataset.eval(), batch_size=32)))[0]
+                   for e in bench.test_stream])
+    trained.config.prediction = "slow"
+    try:
+        with torch.no_grad():
+            expected = trained(x)
+    finally:
+        trained.config.prediction = "merged"
+    with torch.no_grad():
+        assert torch.allclose(model(x), expected, atol=1e-6)
+    assert _accuracy(strategy, bench.test_stream) >= 0.75  # and it still learns the second generator
+
+
 # ----------------------------------------------------------------------------- routed experts
 @pytest.fixture(scope="module")
 def routed_run():

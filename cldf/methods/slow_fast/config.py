@@ -24,7 +24,7 @@ class SlowFastConfig:
     ``"ridge"`` (SAFE's RanPAC-style ridge over ReLU random features, :class:`RidgeHead`).
     ``prediction``: ``"slow"`` (the default: the slow learner's head alone, chosen on held-out-photo
     validation, where it beat the merge: the fast head's statistics of old experiences were summed
-    with earlier fast features), ``"merged"`` (SAFE's entropy-weighted merge of both heads),
+    with earlier fast features; no fast learner is then trained), ``"merged"`` (SAFE's entropy-weighted merge of both heads),
     ``"fast"``, or ``"routed"`` (cldf: each experience's fast adapter kept as a frozen expert with
     a discriminant of that experience's exact statistics, the slow head routing each image to one
     expert: :mod:`~cldf.methods.slow_fast.experts`; discriminant heads only).

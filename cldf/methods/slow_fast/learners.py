@@ -104,6 +104,13 @@ class SlowFastLearners(nn.Module):
         return FAST if bool(self.fast_started) else SLOW
 
     @property
+    def fast_learner_predicts(self) -> bool:
+        """Whether the fast learner reaches the prediction (every ``prediction`` but ``"slow"``).
+        When it does not, nothing it could learn would change an output, so it is neither
+        trained (:class:`~cldf.methods.slow_fast.strategy.SlowFastStrategy`) nor given statistics."""
+        return self.config.prediction != "slow"
+
+    @property
     def training_head(self) -> CosineHead:
         return self.fast_head if bool(self.fast_started) else self.slow_head
 
@@ -247,7 +254,7 @@ class SlowFastLearners(nn.Module):
         """At the start of an experience of the fast learner: with ``drift_compensation='affine'``,
         keep a frozen copy of the fast adapter (:data:`PREVIOUS_FAST`) until the analytic heads are
         fitted, so that the drift of its features over the experience can be measured."""
-        if self.config.drift_compensation == "affine" and bool(self.fast_started):
+        if self.config.drift_compensation == "affine" and bool(self.fast_started) and self.fast_learner_predicts:
             DetectorAdapterSnapshot(self.detector, adapter=FAST, name=PREVIOUS_FAST).snapshot()
 
     def begin_analytic_experience(self, first_position: int = 0) -> None:
@@ -258,7 +265,7 @@ class SlowFastLearners(nn.Module):
             self._expert_head = DiscriminantHead(self.slow_analytic.gram.shape[0], self.config.shrinkage,
                                                  self.num_classes).to(self.detector.device)
             self._expert_head.begin_experience(first_position)
-        elif bool(self.fast_started):
+        elif self._fast_statistics():
             self.fast_analytic.begin_experience(first_position)
         tracking = PREVIOUS_FAST in self.detector.adapter_names
         self._drift = AffineDrift(self.fast_analytic.gram.shape[0], self.detector.device) if tracking else None
@@ -267,19 +274,20 @@ class SlowFastLearners(nn.Module):
     def accumulate_analytic(self, x: Tensor, targets: Tensor) -> Tensor:
         """Add a batch (eval transforms) to both analytic heads, in eval mode, one prefix pass
         (and, when drift is tracked, to the drift sums of the fast adapter's previous copy).
-        Returns the pooled features of the learner trained on the experience (the fast adapter,
-        a copy of the slow one after the first experience)."""
+        Returns the pooled features of the learner trained on the experience (the fast adapter
+        after the first experience, or the slow one, its untouched copy, when the fast learner
+        does not predict)."""
         was_training = self.training
         self.train(False)
         expert = self._expert_adapter()
-        paths = [SLOW, FAST] if bool(self.fast_started) and expert != SLOW else [SLOW]
+        paths = [SLOW, FAST] if self._fast_statistics() or expert == FAST else [SLOW]
         features, inputs = self.analytic_passes(x, paths + ([PREVIOUS_FAST] if self._drift is not None else []))
         self.train(was_training)
         targets = targets.to(inputs[SLOW].device)
         self.slow_analytic.accumulate(inputs[SLOW], targets)
         if self._expert_head is not None:
             self._expert_head.accumulate(inputs[expert], targets)
-        elif bool(self.fast_started):
+        elif self._fast_statistics():
             self.fast_analytic.accumulate(inputs[FAST], targets)
         if self._drift is not None:
             self._drift.accumulate(inputs[PREVIOUS_FAST], inputs[FAST])
@@ -298,9 +306,13 @@ class SlowFastLearners(nn.Module):
         if self._expert_head is not None:
             chosen[FAST] = self._expert_head.finish_experience(reduce)
             self._keep_expert()
-        elif bool(self.fast_started):
+        elif self._fast_statistics():
             chosen[FAST] = self.fast_analytic.finish_experience(reduce)
         return chosen
+
+    def _fast_statistics(self) -> bool:
+        """Whether the fast analytic head collects this experience's statistics."""
+        return bool(self.fast_started) and self.fast_learner_predicts and self.experts is None
 
     def _expert_adapter(self) -> Optional[str]:
         """The adapter this experience's expert reads (routed prediction only): the slow one on

@@ -60,8 +60,9 @@ class SlowFastStrategy(SupervisedTemplate):
     existing ``SlowFastLearners``. The first experience trains the ``slow`` adapter with
     cross-entropy + transfer loss (``first_train_epochs`` epochs, default ``train_epochs``);
     then it is frozen for good and the ``fast`` adapter, a copy of it, is trained on every later
-    experience with cross-entropy + feature alignment + cross-classification. After each
-    experience one no-grad pass over its training data (eval transforms) updates both
+    experience with cross-entropy + feature alignment + cross-classification, unless the
+    prediction is the slow head's alone (then later experiences run no training step). After each
+    experience one no-grad pass over its training data (eval transforms) updates the
     analytic heads (``chosen_regularisation`` records the ridge or shrinkage each fit chose). In
     eval mode the model returns the prediction ``SlowFastConfig.prediction`` sets (the slow
     head by default; the fast head or the entropy merge of both on request), so every
@@ -172,6 +173,8 @@ class SlowFastStrategy(SupervisedTemplate):
         slow_phase = not bool(self.model.fast_started)
         first = slow_phase and self.first_train_epochs is not None
         self.train_epochs = self.first_train_epochs if first else self.later_train_epochs
+        if not slow_phase and not self.model.fast_learner_predicts:
+            self.train_epochs = 0  # a fast learner outside the prediction would be a cost with no effect
         super()._before_training_exp(**kwargs)
 
     def _after_training_exp(self, **kwargs: Any) -> None:
