@@ -222,14 +222,14 @@ def test_merged_prediction_learns_both_generators(stream_run):
 
 def test_slow_only_prediction_trains_no_fast_learner_and_predicts_as_the_trained_run_read_slow(stream_run):
     """With ``prediction="slow"`` later experiences run no step: the fast adapter stays the slow
-    one's copy and gets no statistics, and every prediction equals that of a run whose fast
-    learner did train, read through its slow head."""
+    one's copy, no fast analytic head is kept, and every prediction equals that of a run whose
+    fast learner did train, read through its slow head."""
     strategy, recorder, bench = _run(48, prediction="slow")
     model = strategy.model.eval()
     assert len(recorder.lrs[0]) > 0 and recorder.lrs[1] == []  # steps in the first experience only
     fast, slow = model.detector.adapter_state("fast"), model.detector.adapter_state("slow")
     assert all(torch.equal(fast[k], slow[k]) for k in slow)
-    assert model.fast_analytic.samples_seen == 0 and set(strategy.chosen_regularisation[1]) == {"slow"}
+    assert model.fast_analytic is None and set(strategy.chosen_regularisation[1]) == {"slow"}
     trained = stream_run[0].model.eval()
     assert trained.fast_analytic.samples_seen > 0  # the merged run's fast learner did train
     x = torch.cat([next(iter(torch.utils.data.DataLoader(e.dataset.eval(), batch_size=32)))[0]
@@ -260,7 +260,7 @@ def test_each_experience_leaves_a_frozen_expert_with_its_own_classes(routed_run)
     for name, tensor in det.adapter_state("expert1").items():  # the fast adapter as it ended experience 2
         assert torch.equal(tensor, det.adapter_state("fast")[name.replace("expert1", "fast")])
     assert experts.class_masks.tolist() == [[True, True, False], [True, False, True]]
-    assert model.fast_analytic.samples_seen == 0  # the routed prediction never sums fast statistics
+    assert model.fast_analytic is None  # the routed prediction keeps no fast analytic head
 
 
 def test_routed_prediction_is_the_two_level_mixture_computed_by_hand(routed_run):
@@ -376,7 +376,7 @@ def test_the_configured_analytic_head_fits_the_slow_learners_statistics(analytic
     model = SlowFastLearners(_detector(), cfg)
     model.grow_classes(2)
     expected = DiscriminantHead if analytic_head == "discriminant" else RidgeHead
-    assert type(model.slow_analytic) is expected and type(model.fast_analytic) is expected
+    assert type(model.slow_analytic) is expected and model.fast_analytic is None  # the slow head alone predicts
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(12, 3, IMAGE, IMAGE, generator=g), torch.arange(12) % 2
     model.begin_analytic_experience()
@@ -480,3 +480,15 @@ def test_napa_vq_prototypes_come_from_the_strategys_one_end_of_experience_pass(m
                                    rtol=1e-4, atol=1e-5, msg=lambda m: f"experience {i}: {m}")
     assert bool(napa.learner.prototypes.known[:3].all())
     assert not strategy.experience_pass.will_run and not strategy.experience_pass._consumers
+
+
+def test_a_state_with_a_fast_analytic_head_loads_into_a_prediction_that_keeps_none():
+    """Checkpoints from when every prediction kept a fast analytic head still load (the head is dropped)."""
+    written = SlowFastLearners(_detector(), SlowFastConfig(prediction="merged"))
+    written.slow_analytic.gram.normal_()
+    state = written.state_dict()
+    assert any(k.startswith("fast_analytic.") for k in state)
+    model = SlowFastLearners(_detector(), SlowFastConfig(prediction="slow"))
+    incompatible = model.load_state_dict(state, strict=True)
+    assert not incompatible.unexpected_keys and not incompatible.missing_keys
+    assert model.fast_analytic is None and torch.equal(model.slow_analytic.gram, written.slow_analytic.gram)

@@ -29,6 +29,7 @@ from cldf.methods.slow_fast.losses import cross_classification_loss, feature_ali
 SLOW, FAST = "slow", "fast"
 PREVIOUS_FAST = "fast_previous"  # the fast adapter as it was at the start of the experience
 PLACEHOLDER_ADAPTER = "default"
+FAST_HEAD_PREDICTIONS = ("merged", "fast")  # the predictions that read the fast analytic head
 
 
 def stage_statistics_input(statistics: list[Tensor]) -> Tensor:
@@ -65,7 +66,10 @@ class SlowFastLearners(nn.Module):
         self.fast_head = CosineHead(dim, classes, cfg.cosine_scale_init, generator).to(device)
         self.fast_head.requires_grad_(False)
         self.slow_analytic = self._analytic_head(analytic_dim, classes, generator).to(device)
-        self.fast_analytic = self._analytic_head(analytic_dim, classes, generator).to(device)
+        # only the predictions that read it keep a fast analytic head (a d x d Gram, tens of MB)
+        self.fast_analytic = (self._analytic_head(analytic_dim, classes, generator).to(device)
+                              if cfg.prediction in FAST_HEAD_PREDICTIONS else None)
+        self._register_load_state_dict_pre_hook(self._drop_unkept_fast_head)
         routed = cfg.prediction == "routed"
         self.experts = FastExperts(analytic_dim, classes, SLOW).to(device) if routed else None
         self._expert_head: Optional[DiscriminantHead] = None
@@ -75,6 +79,13 @@ class SlowFastLearners(nn.Module):
         self.last_weights: Optional[tuple[Tensor, Tensor]] = None
         self._teacher_features: Optional[Tensor] = None
         self._drift: Optional[AffineDrift] = None
+
+    def _drop_unkept_fast_head(self, state: dict[str, Tensor], prefix: str, *args: Any) -> None:
+        """Checkpoints written when every prediction kept a fast analytic head load into a model
+        whose prediction does not read one: those tensors are dropped."""
+        if self.fast_analytic is None:
+            for key in [k for k in state if k.startswith(prefix + "fast_analytic.")]:
+                del state[key]
 
     def _analytic_head(self, dim: int, classes: int, generator: torch.Generator) -> RidgeHead | DiscriminantHead:
         cfg = self.config
@@ -126,7 +137,8 @@ class SlowFastLearners(nn.Module):
         self.slow_head.grow_classes(num_classes, generator)
         self.fast_head.grow_classes(num_classes, generator)
         self.slow_analytic.grow_classes(num_classes)
-        self.fast_analytic.grow_classes(num_classes)
+        if self.fast_analytic is not None:
+            self.fast_analytic.grow_classes(num_classes)
         if self.experts is not None:
             self.experts.grow_classes(num_classes)
         grown = torch.zeros(num_classes, dtype=torch.bool, device=self.trained_classes.device)
@@ -268,7 +280,7 @@ class SlowFastLearners(nn.Module):
         elif self._fast_statistics():
             self.fast_analytic.begin_experience(first_position)
         tracking = PREVIOUS_FAST in self.detector.adapter_names
-        self._drift = AffineDrift(self.fast_analytic.gram.shape[0], self.detector.device) if tracking else None
+        self._drift = AffineDrift(self.slow_analytic.gram.shape[0], self.detector.device) if tracking else None
 
     @torch.no_grad()
     def accumulate_analytic(self, x: Tensor, targets: Tensor) -> Tensor:
@@ -312,7 +324,7 @@ class SlowFastLearners(nn.Module):
 
     def _fast_statistics(self) -> bool:
         """Whether the fast analytic head collects this experience's statistics."""
-        return bool(self.fast_started) and self.fast_learner_predicts and self.experts is None
+        return bool(self.fast_started) and self.fast_analytic is not None
 
     def _expert_adapter(self) -> Optional[str]:
         """The adapter this experience's expert reads (routed prediction only): the slow one on
