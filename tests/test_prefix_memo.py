@@ -56,7 +56,8 @@ def test_a_run_keeps_nothing_after_each_experience_and_learns_the_same(tmp_path)
         {"experiences": ["gan_upsample", "self_blend"]}, STREAM_SETS)))
     aucs = []
     for budget in (0, 64):
-        recipe = load_recipe("safe", [*RECIPE_SETS, "training.epochs=2", f"training.prefix_memo_mb={budget}"])
+        recipe = load_recipe("safe", [*RECIPE_SETS, "training.epochs=2", f"training.prefix_memo_mb={budget}",
+                                      "slow_fast.prediction=merged"])  # the fast learner trains too
         parts = assemble(recipe, stream, 0, [], False)
         memos = []
         parts.strategy.plugins.append(type("Watch", (SupervisedPlugin,), {

@@ -4,9 +4,10 @@ Plain PyTorch over the :class:`cldf.detector.Detector` interface (``multi_featur
 named adapters). The first experience trains the ``slow`` adapter with a transfer loss
 against the pretrained features; :meth:`SlowFastLearners.start_fast_learner` then freezes it
 for good and starts the ``fast`` adapter as its copy, trained on every later experience with
-feature alignment and cross-classification. Prediction merges the two analytic heads by entropy,
-or uses one learner's head (``SlowFastConfig.prediction``); the heads are shrunk linear
-discriminants (:class:`DiscriminantHead`, default) or SAFE's ridge (:class:`RidgeHead`).
+feature alignment and cross-classification when the prediction reads it. Prediction merges the
+two analytic heads by entropy, uses one learner's head, or routes to per-experience fast experts
+(``SlowFastConfig.prediction``); the heads are shrunk linear discriminants
+(:class:`DiscriminantHead`, default) or SAFE's ridge (:class:`RidgeHead`).
 """
 
 from __future__ import annotations
