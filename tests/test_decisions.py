@@ -42,6 +42,17 @@ def test_calibration_lowers_the_error_on_a_held_out_split_and_meets_the_target_f
     assert fitted["fpr"] <= 0.05 and held_out["fpr"] == pytest.approx(0.05, abs=0.02)
     assert held_out["tpr"] > 0.3
 
+def test_calibration_never_inverts_the_ranking_it_is_fitted_on():
+    # six validation images on which the detector ranks fakes below reals (as on a tiny split)
+    z = np.array([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0])
+    y = np.array([1, 1, 0, 1, 0, 0])
+    with pytest.warns(RuntimeWarning, match=r"6 validation images \(3 fake\) fitted slope -"):
+        calibration = fit_calibration(z, y, target_fpr=0.05)
+    assert (calibration.slope, calibration.intercept) == (1.0, 0.0)
+    scores = np.linspace(-3, 3, 7)
+    assert np.all(np.diff(calibration.p_fake(scores)) > 0)
+    assert calibration.threshold > calibration.p_fake(np.array([2.0]))[0]  # no real called fake
+
 def test_novelty_is_the_free_energy_of_the_learned_classes():
     logits = torch.tensor([[3.0, 0.0, 9.0], [-2.0, -3.0, 9.0]])
     expected = -torch.logsumexp(logits[:, :2], dim=1).numpy()

@@ -3,7 +3,9 @@ rate, and a novelty score with its alarm threshold.
 
 Fitted after each experience on that experience's validation images (scalars only: nothing
 per image is kept). Calibration is Platt scaling of the detector's fake log-odds (a one-feature
-logistic regression, scikit-learn); the decision threshold is the lowest calibrated ``p_fake``
+logistic regression, scikit-learn), kept monotone: a fitted slope that is not positive (a small
+validation split on which the detector ranks no better than chance) would turn every ranking
+upside down, so the raw log-odds are kept instead (slope 1, intercept 0) with a warning; the decision threshold is the lowest calibrated ``p_fake``
 at which at most ``target_fpr`` of the validation real images are called fake. The novelty score
 of an image is the free energy of the learned classes' logits, ``-logsumexp(z)``: high when no
 learned class (real source or generator) claims the image; its alarm threshold is the
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
+import warnings
 
 import numpy as np
 import torch
@@ -72,7 +76,13 @@ def fit_calibration(log_odds: np.ndarray, is_fake: np.ndarray, novelty: np.ndarr
     if z.shape != y.shape or len(np.unique(y)) < 2:
         raise ValueError("calibration needs real and fake validation images with one score each")
     platt = LogisticRegression(C=1e4).fit(z[:, None], y)
-    calibration = Calibration(float(platt.coef_[0, 0]), float(platt.intercept_[0]), 0.5, target_fpr)
+    slope, intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    if slope <= 0.0:
+        warnings.warn(f"calibration: Platt scaling on {len(y)} validation images ({int(y.sum())} fake) fitted "
+                      f"slope {slope:.3g} <= 0, which would invert the detector's ranking; keeping the raw "
+                      "log-odds (slope 1, intercept 0)", RuntimeWarning, stacklevel=2)
+        slope, intercept = 1.0, 0.0
+    calibration = Calibration(slope, intercept, 0.5, target_fpr)
     p_real = np.sort(calibration.p_fake(z[y == 0]))
     # the lowest threshold above the (1 - target_fpr) quantile of the reals' calibrated scores
     allowed = int(np.floor(target_fpr * len(p_real)))
