@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cldf.methods.slow_fast import DiscriminantHead, SlowFastConfig
+from cldf.methods.slow_fast import DiscriminantHead, RidgeHead, SlowFastConfig
 from cldf.methods.slow_fast.discriminant_head import NO_DATA_LOGIT
 from cldf.methods.slow_fast.drift import AffineDrift
 
@@ -184,3 +184,17 @@ def test_drift_compensation_brings_a_stale_head_close_to_one_refitted_on_current
     stale_gap, compensated_gap = (stale - refit).abs().mean(), (compensated - refit).abs().mean()
     assert stale_gap > 0.5  # nats: the drift does matter for the stale head
     assert compensated_gap < 0.05 * stale_gap
+
+
+@pytest.mark.parametrize("make_head", [lambda: DiscriminantHead(4, num_classes=2),
+                                       lambda: RidgeHead(4, 8, ridge_lambdas=(1.0,), num_classes=2)])
+def test_a_non_finite_batch_is_refused_before_it_spoils_the_statistics(make_head):
+    head = make_head()
+    head.begin_experience()
+    head.accumulate(torch.randn(6, 4), torch.tensor([0, 1] * 3))
+    features = torch.randn(6, 4)
+    features[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"non-finite features \(1 of 6 samples\).*lower training.lr"):
+        head.accumulate(features, torch.tensor([0, 1] * 3))
+    head.finish_experience()
+    assert all(torch.isfinite(v.double()).all() for v in head.state_dict().values() if v.is_floating_point())
