@@ -65,7 +65,9 @@ def candidate_recipe(args: argparse.Namespace, candidate: str) -> Recipe:
     return load_recipe(name, args.set + settings)
 
 
-def _validate(job: tuple[argparse.Namespace, str, int]) -> tuple[str, int, float, float, float]:
+def score_candidate(job: tuple[argparse.Namespace, str, int]) -> tuple[str, int, float, float, float]:
+    """Train ``candidate`` with ``seed`` and score it on ``args.on`` (``val`` or ``test``):
+    ``(candidate, seed, average AUC, forgetting, seconds)``."""
     args, candidate, seed = job
     stream = build_stream(tuning_spec(args.stream, args.stream_set, args.data))
     stream = validation_as_test(stream) if args.on == "val" else stream
@@ -100,7 +102,7 @@ def main() -> int:
         candidate_recipe(args, candidate)
     jobs = [(args, candidate, seed) for candidate in args.candidate for seed in args.seeds]
     with ProcessPoolExecutor(args.jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        done = list(pool.map(_validate, jobs))
+        done = list(pool.map(score_candidate, jobs))
     rows = []
     for candidate in args.candidate:
         mine = [d for d in done if d[0] == candidate]
