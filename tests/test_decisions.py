@@ -46,8 +46,7 @@ def test_calibration_never_inverts_the_ranking_it_is_fitted_on():
     # six validation images on which the detector ranks fakes below reals (as on a tiny split)
     z = np.array([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0])
     y = np.array([1, 1, 0, 1, 0, 0])
-    with pytest.warns(RuntimeWarning, match=r"6 validation images \(3 fake\) fitted slope -"):
-        calibration = fit_calibration(z, y, target_fpr=0.05)
+    calibration = fit_calibration(z, y, target_fpr=0.05)
     assert (calibration.slope, calibration.intercept) == (1.0, 0.0)
     scores = np.linspace(-3, 3, 7)
     assert np.all(np.diff(calibration.p_fake(scores)) > 0)

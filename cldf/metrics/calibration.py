@@ -5,7 +5,7 @@ Fitted after each experience on that experience's validation images (scalars onl
 per image is kept). Calibration is Platt scaling of the detector's fake log-odds (a one-feature
 logistic regression, scikit-learn), kept monotone: a fitted slope that is not positive (a small
 validation split on which the detector ranks no better than chance) would turn every ranking
-upside down, so the raw log-odds are kept instead (slope 1, intercept 0) with a warning; the decision threshold is the lowest calibrated ``p_fake``
+upside down, so the raw log-odds are kept instead (slope 1, intercept 0); the decision threshold is the lowest calibrated ``p_fake``
 at which at most ``target_fpr`` of the validation real images are called fake. The novelty score
 of an image is the free energy of the learned classes' logits, ``-logsumexp(z)``: high when no
 learned class (real source or generator) claims the image; its alarm threshold is the
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-
-import warnings
 
 import numpy as np
 import torch
@@ -77,10 +75,7 @@ def fit_calibration(log_odds: np.ndarray, is_fake: np.ndarray, novelty: np.ndarr
         raise ValueError("calibration needs real and fake validation images with one score each")
     platt = LogisticRegression(C=1e4).fit(z[:, None], y)
     slope, intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
-    if slope <= 0.0:
-        warnings.warn(f"calibration: Platt scaling on {len(y)} validation images ({int(y.sum())} fake) fitted "
-                      f"slope {slope:.3g} <= 0, which would invert the detector's ranking; keeping the raw "
-                      "log-odds (slope 1, intercept 0)", RuntimeWarning, stacklevel=2)
+    if slope <= 0.0:  # a scaling that would invert the ranking: keep the raw log-odds
         slope, intercept = 1.0, 0.0
     calibration = Calibration(slope, intercept, 0.5, target_fpr)
     p_real = np.sort(calibration.p_fake(z[y == 0]))
