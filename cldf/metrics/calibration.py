@@ -5,11 +5,12 @@ Fitted after each experience on that experience's validation images (scalars onl
 per image is kept). Calibration is Platt scaling of the detector's fake log-odds (a one-feature
 logistic regression, scikit-learn), kept monotone: a fitted slope that is not positive (a small
 validation split on which the detector ranks no better than chance) would turn every ranking
-upside down, so the raw log-odds are kept instead (slope 1, intercept 0); the decision threshold is the lowest calibrated ``p_fake``
-at which at most ``target_fpr`` of the validation real images are called fake. The novelty score
-of an image is the free energy of the learned classes' logits, ``-logsumexp(z)``: high when no
-learned class (real source or generator) claims the image; its alarm threshold is the
-``1 - novelty_rate`` quantile of the validation images' scores.
+upside down, so the raw log-odds are kept instead (slope 1, intercept 0); the decision
+threshold is the lowest calibrated ``p_fake`` at which at most ``target_fpr`` of the validation
+real images are called fake. The novelty score of an image is the free energy of the learned
+classes' logits, ``-logsumexp(z)``: high when no learned class (real source or generator) claims
+the image; its alarm threshold is the ``1 - novelty_rate`` quantile of the validation images'
+scores.
 """
 
 from __future__ import annotations

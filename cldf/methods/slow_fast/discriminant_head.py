@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cldf.methods.slow_fast.growth import check_finite, check_targets, match_saved_shapes
+from cldf.methods.slow_fast.growth import check_batch, match_saved_shapes
 
 NO_DATA_LOGIT = -1e9
 _MIN_VARIANCE = 1e-12
@@ -86,8 +86,7 @@ class DiscriminantHead(nn.Module):
         """Add a batch (features B x d, integer targets) to the current experience's sums."""
         if self._pending is None:
             raise RuntimeError("DiscriminantHead.accumulate called before begin_experience()")
-        check_targets("DiscriminantHead", targets, self.num_classes)
-        check_finite("DiscriminantHead", features)
+        check_batch("DiscriminantHead", features, targets, self.num_classes)
         gram, sums, counts = self._pending
         x = features.double()
         gram += x.T @ x

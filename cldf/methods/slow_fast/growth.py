@@ -29,19 +29,15 @@ def match_saved_shapes(
             module.register_buffer(name, fresh)
 
 
-def check_finite(owner: str, features: Tensor) -> None:
-    """Raise a ValueError naming ``owner`` if a feature is NaN or infinite (one such batch would
-    make every statistic the head has summed unusable)."""
-    if not bool(torch.isfinite(features).all()):
-        bad = int((~torch.isfinite(features)).flatten(1).any(1).sum())
-        raise ValueError(f"{owner} got non-finite features ({bad} of {len(features)} samples): the adapter "
-                         "has probably diverged; lower training.lr or check the input images")
-
-
-def check_targets(owner: str, targets: Tensor, num_classes: int) -> None:
-    """Raise a ValueError naming ``owner`` unless every target lies in ``[0, num_classes)``."""
+def check_batch(owner: str, features: Tensor, targets: Tensor, num_classes: int) -> None:
+    """Raise a ValueError naming ``owner`` unless every target lies in ``[0, num_classes)`` and
+    every feature is finite (one NaN batch would make every statistic the head summed unusable)."""
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
         raise ValueError(
             f"{owner} targets must lie in [0, {num_classes}); got "
             f"[{int(targets.min())}, {int(targets.max())}]; call grow_classes first"
         )
+    finite = torch.isfinite(features).flatten(1).all(1)
+    if not bool(finite.all()):
+        raise ValueError(f"{owner} got non-finite features ({int((~finite).sum())} of {len(features)} samples): "
+                         "the adapter has probably diverged; lower training.lr or check the input images")

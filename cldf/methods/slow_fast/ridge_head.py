@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cldf.methods.slow_fast.growth import check_finite, check_targets, match_saved_shapes
+from cldf.methods.slow_fast.growth import check_batch, match_saved_shapes
 
 
 class _ExperienceStatistics:
@@ -106,8 +106,7 @@ class RidgeHead(nn.Module):
         """Add a batch (features B x d, integer targets) to the current experience's sums."""
         if self._pending is None:
             raise RuntimeError("RidgeHead.accumulate called before begin_experience()")
-        check_targets("RidgeHead", targets, self.num_classes)
-        check_finite("RidgeHead", features)
+        check_batch("RidgeHead", features, targets, self.num_classes)
         pending = self._pending
         h = self.embed(features).double()
         y = F.one_hot(targets.long(), self.num_classes).double()
