@@ -40,7 +40,7 @@ class TrainingConfig:
     on_nonfinite_loss: str = "error"  # "error": stop the run; "skip": drop the batch and count it
     precision: str = "auto"  # "auto": bf16 (fp16 without bf16) on CUDA, fp32 on the CPU
     channels_last: bool | str = "auto"  # "auto": on CUDA
-    prefix_memo_mb: float = 1024  # on the CPU: frozen-prefix outputs kept within an experience (0: none)
+    frozen_pass_memo_mb: float = 1024  # on the CPU: frozen passes' outputs kept within an experience (0: none)
 
     def __post_init__(self) -> None:
         self._check_choice("optimizer", OPTIMIZERS)
@@ -54,8 +54,8 @@ class TrainingConfig:
                 raise ValueError(f"training.{key}={getattr(self, key)!r} must be a positive integer")
         if not float(self.lr) > 0:
             raise ValueError(f"training.lr={self.lr!r} must be > 0")
-        if not float(self.prefix_memo_mb) >= 0:
-            raise ValueError(f"training.prefix_memo_mb={self.prefix_memo_mb!r} must be >= 0 (0 keeps none)")
+        if not float(self.frozen_pass_memo_mb) >= 0:
+            raise ValueError(f"training.frozen_pass_memo_mb={self.frozen_pass_memo_mb!r} must be >= 0 (0 keeps none)")
 
     def _check_choice(self, key: str, valid: tuple) -> None:
         value = getattr(self, key)

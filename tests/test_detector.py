@@ -130,6 +130,9 @@ def test_passes_without_gradient_use_a_merged_tail_that_follows_every_change(tun
         for name in ("default", "fast"):
             assert torch.allclose(merged[name], _lora_tail_features(det, x, name), atol=1e-4), (step, name)
         assert not torch.allclose(merged["default"], merged["fast"], atol=1e-3)
+    det._merged_tails.forget("default")
+    det._merged_tails.split("default")  # merging the frozen adapter leaves the trained one trainable
+    assert all(p.requires_grad for p in params)
     # a train-mode forward without a step moves only the normalisation statistics (their update
     # does not bump the running buffers' version counters): the copy must follow them too
     det.train()
@@ -167,6 +170,12 @@ def test_passes_without_gradient_use_a_merged_tail_that_follows_every_change(tun
     assert det._merged_tails.split("fast") is kept
     with torch.no_grad():
         assert torch.allclose(det.multi_features(x, ["expert"])["expert"], renewed, atol=1e-4)
+    # a copy holds its own tail but shares the original's prefix modules (none is copied)
+    original = det.split.model
+    copied = kept.model
+    assert all(copied.get_submodule(n) is original.get_submodule(n) for n in det.split.prefix_stages)
+    assert copied.conv_stem is original.conv_stem
+    assert not any(copied.get_submodule(n) is original.get_submodule(n) for n in det.split.tail_stages)
 
 
 def test_other_peft_tuner_and_vit_family():

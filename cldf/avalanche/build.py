@@ -16,7 +16,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
-from cldf.avalanche.prefix_memo import PrefixMemoPlugin
+from cldf.avalanche.frozen_pass_memo import FrozenPassMemoPlugin
 from cldf.avalanche.loss_scaling import LossScaling
 from cldf.detector import Detector
 from cldf.methods.registry import METHODS
@@ -102,8 +102,8 @@ def build_strategy(
         train_mb_size=t.batch_size, eval_mb_size=t.eval_batch_size, device=detector.device, evaluator=evaluator,
         train_epochs=t.epochs if kind.train_epochs is None else kind.train_epochs,
     )
-    # on a GPU the prefix costs less than moving each image to the CPU to digest it
-    memo = [PrefixMemoPlugin(detector, t.prefix_memo_mb)] if detector.device.type == "cpu" else []
+    # on a GPU the frozen passes cost less than moving each image to the CPU to digest it
+    memo = [FrozenPassMemoPlugin(detector, t.frozen_pass_memo_mb)] if detector.device.type == "cpu" else []
     all_plugins = [*memo, *method_plugins(recipe, detector), *plugins]
     if speed.scales_loss:
         all_plugins.append(LossScaling(detector.device))

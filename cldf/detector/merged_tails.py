@@ -4,7 +4,9 @@ A LoRA (LoHa, LoKr) layer runs its base layer plus the adapter's low-rank branch
 adapter merged into the weights it runs the base layer alone (about 30% less tail time on a
 CPU). :class:`MergedTails` keeps one merged copy of the backbone per adapter and rebuilds it
 when any tensor of that adapter, or of the backbone itself, changed since (tracked by the
-tensors' in-place version counters and storage), so a copy is never stale.
+tensors' in-place version counters and storage), so a copy is never stale. Only the tail is
+copied: the frozen prefix holds no adapter and a copy never runs it, so every copy shares the
+original's prefix modules.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class MergedTails:
         self.tuned_stages = tuned_stages
         self._tails: dict[str, tuple[tuple, BackboneSplit]] = {}
         self._owned: dict[str, list[Tensor]] = {}
+        self._prefix_modules = prefix_subtrees(backbone.get_base_model(), tuned_stages)
 
     def split(self, name: str) -> BackboneSplit:
         """The split of ``name``'s backbone copy with its weights merged (rebuilt if anything
@@ -62,11 +65,36 @@ class MergedTails:
         return tuple(int(t) if t.dtype == torch.long and t.dim() == 0 else (t.data_ptr(), t._version)
                      for t in self._owned_tensors(name))
 
+    def _shared_with_copy(self, name: str) -> dict[int, object]:
+        """A deep-copy memo sharing what a copy merging ``name`` never changes: the prefix, and
+        the modules and tensors of every other adapter (merging drops them from the copy)."""
+        others = set(self.backbone.peft_config) - {name}
+        shared: dict[int, object] = {id(m): m for m in self._prefix_modules}
+        for named in (self.backbone.named_modules(), self.backbone.named_parameters(), self.backbone.named_buffers()):
+            shared.update((id(obj), obj) for n, obj in named if not others.isdisjoint(n.split(".")))
+        return shared
+
     @torch.no_grad()
     def _build(self, name: str) -> BackboneSplit:
-        clone = copy.deepcopy(self.backbone)
-        clone.set_adapter(name)
+        trainable = [(p, p.requires_grad) for p in self.backbone.parameters()]
+        clone = copy.deepcopy(self.backbone, memo=self._shared_with_copy(name))
+        clone.set_adapter(name)  # also sets requires_grad of the other adapters, shared: restored below
         plain = clone.merge_and_unload(adapter_names=[name])
-        plain.eval()
-        plain.requires_grad_(False)
+        for tensor, flag in trainable:
+            tensor.requires_grad_(flag)
+        shared = {id(sub) for m in self._prefix_modules for sub in m.modules()}
+        for module in plain.modules():  # the copied modules only; the shared prefix is left as it is
+            if id(module) not in shared:
+                module.training = False
+                for tensor in module.parameters(recurse=False):
+                    tensor.requires_grad_(False)
         return BackboneSplit(plain, self.tuned_stages)
+
+
+def prefix_subtrees(model: nn.Module, tuned_stages: int) -> list[nn.Module]:
+    """The modules of ``model``'s frozen prefix that hold no part of its tail (sharing one of
+    them shares everything below it; containers that also hold tail stages are left out)."""
+    split = BackboneSplit(model, tuned_stages)
+    tail = [name for name, _ in model.named_modules() if name and split.in_tail(name)]
+    return [model.get_submodule(name) for name in split.prefix_module_names()
+            if not any(t.startswith(name + ".") for t in tail)]

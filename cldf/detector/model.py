@@ -6,7 +6,7 @@ import copy
 import json
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
+from typing import Any, ContextManager, Iterator, Optional, Sequence
 
 import torch
 from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
@@ -20,8 +20,8 @@ from .adapters import build_peft_config, tail_norm_modules
 from .backbone import create_backbone
 from .config import DetectorConfig
 from .heads import GrowingLinearHead
+from .frozen_pass_memo import FrozenPassMemo, Rows
 from .merged_tails import MergedTails
-from .prefix_memo import PrefixMemo
 from .preprocess import ImageLike, check_batch, make_preprocess, prepare_batch
 from .split import BackboneSplit, TailOutputs, as_float32
 
@@ -62,8 +62,8 @@ class Detector(nn.Module):
         self._frozen: set[str] = set()
         self._head_trainable = True
         self.last_features: Optional[Tensor] = None
-        self._prefix_cache: Optional[tuple[Tensor, Tensor]] = None
-        self._prefix_memo: Optional[PrefixMemo] = None
+        self._prefix_cache: Optional[tuple[Tensor, Tensor, Optional[list[bytes]]]] = None
+        self._memo: Optional[FrozenPassMemo] = None
         self._autocast_dtype: Optional[torch.dtype] = None
         self._channels_last = False
         self._merged_tails = MergedTails(self.backbone, cfg.adapter.tuned_stages)
@@ -76,7 +76,7 @@ class Detector(nn.Module):
         non-leaf tensor, which cannot be deep-copied)."""
         clone = self.__class__.__new__(self.__class__)
         memo[id(self)] = clone
-        state = {**self.__dict__, "last_features": None, "_prefix_cache": None, "_prefix_memo": None,
+        state = {**self.__dict__, "last_features": None, "_prefix_cache": None, "_memo": None,
                  "_merged_tails": None}
         clone.__dict__.update(copy.deepcopy(state, memo))
         clone._merged_tails = MergedTails(clone.backbone, clone.config.adapter.tuned_stages)
@@ -109,32 +109,49 @@ class Detector(nn.Module):
         batch's first ``rows`` samples (an int) or the samples at these indices (a tensor) go
         through the tails (the prefix pass of the whole batch is reused).
         """
-        return self._tails(x, adapters, rows, lambda split, h: split.tail(h))
+        return self._tails(x, adapters, rows, statistics=False)
 
     def multi_outputs(self, x: Tensor, adapters: Sequence[Optional[str]],
                       rows: int | Tensor | None = None) -> dict[Optional[str], TailOutputs]:
         """:meth:`multi_features` with each tail's per-stage map statistics as well
         (:class:`~cldf.detector.split.TailOutputs`)."""
-        return self._tails(x, adapters, rows, lambda split, h: split.tail_outputs(h))
+        return self._tails(x, adapters, rows, statistics=True)
 
     def _tails(self, x: Tensor, adapters: Sequence[Optional[str]], rows: int | Tensor | None,
-               run: Callable[[BackboneSplit, Tensor], Any]) -> dict[Optional[str], Any]:
+               statistics: bool) -> dict[Optional[str], Any]:
         with self._backbone_precision():
             h = self._prefix(x)
+            keys = self._prefix_cache[2]
             if isinstance(rows, Tensor):
                 h = h[rows.to(h.device)]
+                keys = None if keys is None else [keys[i] for i in rows.tolist()]
             elif rows is not None:
-                h = h[:rows]
+                h, keys = h[:rows], None if keys is None else keys[:rows]
             out: dict[Optional[str], Any] = {}
             for name in adapters:
                 frozen = name is None or name in self._frozen
                 if name is not None and (frozen or not (self.training or torch.is_grad_enabled())):
+                    split = self._merged_tails.split(name)  # a new copy whenever the adapter changed
                     with torch.no_grad():
-                        out[name] = run(self._merged_tails.split(name), h)
+                        out[name] = self._tail(split, h, statistics, (name, split) if frozen else None, keys)
                     continue
                 with self.using_adapter(name), self._frozen_mode(frozen):
-                    out[name] = run(self.split, h)
+                    out[name] = self._tail(self.split, h, statistics, ("pretrained",) if frozen else None, keys)
         return {name: as_float32(o) for name, o in out.items()}
+
+    def _tail(self, split: BackboneSplit, h: Tensor, statistics: bool, memo_owner: Optional[tuple],
+              keys: Optional[list[bytes]]) -> Tensor | TailOutputs:
+        """One tail pass; a frozen one (``memo_owner`` names it) through the memo when one is
+        kept, with its statistics where the layout has them, so either kind of request is served."""
+        if keys is None or memo_owner is None or split.layout is None:
+            return split.tail_outputs(h) if statistics else split.tail(h)
+
+        def compute(index: Optional[Tensor]) -> Rows:
+            outputs = split.tail_outputs(h if index is None else h[index.to(h.device)])
+            return [outputs.features, *outputs.stage_statistics]
+
+        features, *stage_statistics = self._memo.outputs(memo_owner, keys, compute)
+        return TailOutputs(features, stage_statistics) if statistics else features
 
     @torch.no_grad()
     def stage_statistics_dims(self) -> list[int]:
@@ -154,24 +171,30 @@ class Detector(nn.Module):
             return self._prefix_cache[1]
         check_batch(x, self.in_chans)
         layout = torch.channels_last if self._channels_last else torch.preserve_format
+        keys = None if self._memo is None else self._memo.digests(x)
+
+        def compute(index: Optional[Tensor]) -> Rows:
+            batch = x if index is None else x[index]
+            return [self.split.prefix(batch.to(self.device, memory_format=layout))]
+
         with torch.no_grad():
-            if self._prefix_memo is not None:
-                h = self._prefix_memo.prefix(x, lambda batch: self.split.prefix(batch.to(self.device, memory_format=layout)))
-            else:
-                h = self.split.prefix(x.to(self.device, memory_format=layout))
-        self._prefix_cache = (x, h)
+            h = compute(None)[0] if keys is None else self._memo.outputs(("prefix",), keys, compute)[0]
+        self._prefix_cache = (x, h, keys)
         return h
 
-    def start_prefix_memo(self, budget_mb: float) -> Optional[PrefixMemo]:
-        """From now on each image's prefix output is computed once (see
-        :mod:`~cldf.detector.prefix_memo`), until :meth:`drop_prefix_memo`; a budget of 0 keeps
-        nothing (and digests nothing). Starting again drops what was kept."""
-        self._prefix_memo = PrefixMemo(int(budget_mb * 2**20)) if budget_mb > 0 else None
-        return self._prefix_memo
+    def start_frozen_pass_memo(self, budget_mb: float) -> Optional[FrozenPassMemo]:
+        """From now on each image's frozen passes (the prefix, frozen adapters' tails, the
+        pretrained tail) are computed once (see :mod:`~cldf.detector.frozen_pass_memo`), until
+        :meth:`drop_frozen_pass_memo`; a budget of 0 keeps nothing (and digests nothing).
+        Starting again drops what was kept."""
+        self._memo = FrozenPassMemo(int(budget_mb * 2**20)) if budget_mb > 0 else None
+        self._prefix_cache = None
+        return self._memo
 
-    def drop_prefix_memo(self) -> None:
-        """Forget every kept prefix output."""
-        self._prefix_memo = None
+    def drop_frozen_pass_memo(self) -> None:
+        """Forget every kept output."""
+        self._memo = None
+        self._prefix_cache = None
 
     # ----------------------------------------------------------------- speed
     def set_speed(self, autocast_dtype: Optional[torch.dtype], channels_last: bool) -> None:

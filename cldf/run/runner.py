@@ -40,7 +40,8 @@ from cldf.streams import Stream, StreamBenchmark, to_benchmark
 # settings (added later) are here too, so checkpoints written before them still resume.
 RESUME_FREE_SETTINGS = (
     "recipe.description", "recipe.detector.device", "recipe.training.num_workers",
-    "recipe.training.precision", "recipe.training.channels_last", "recipe.training.prefix_memo_mb",
+    "recipe.training.precision", "recipe.training.channels_last", "recipe.training.frozen_pass_memo_mb",
+    "recipe.training.prefix_memo_mb",  # the memo's earlier name, in older checkpoints
     "recipe.training.on_nonfinite_loss", "stream.root", "stream.description",
     "stream.options.cache_dir",  # where the hf layout caches Arrow files
 )
