@@ -54,6 +54,8 @@ def main(argv: list[str]) -> int:
                         help="add a fainter fingerprint probe per LOW,HIGH pair (grey levels)")
     parser.add_argument("--variants", nargs="+", default=["frozen", "slow", "routed"], choices=list(VARIANTS))
     parser.add_argument("--epochs", type=int, help="training.epochs of every variant (default: the recipes')")
+    parser.add_argument("--cldf-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override for the cldf variants (slow, routed); repeatable")
     parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--train-per-class", type=int, default=96)
     parser.add_argument("--test-per-class", type=int, default=64)
@@ -74,6 +76,7 @@ def main(argv: list[str]) -> int:
         stream = build_stream(load_stream_spec(EMBEDDED_STREAM, overrides=apply_overrides({}, overrides)))
         for variant in args.variants:
             recipe, sets = VARIANTS[variant]
+            sets = [*sets, *args.cldf_set] if recipe == "cldf" else sets
             start = time.perf_counter()
             auc = run(load_recipe(recipe, [f"detector.image_size={args.image_size}", "training.batch_size=16", *epochs, *sets]),
                       stream, seed=args.seed, progress=False, echo=lambda line: None)["metrics"]["auc"]

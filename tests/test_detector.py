@@ -278,3 +278,21 @@ def test_multi_outputs_add_stage_statistics_of_the_tail_input_and_each_tuned_sta
         assert torch.allclose(merged.features, det.multi_features(x, ["default"])["default"], atol=1e-5)
     for got, want in zip(merged.stage_statistics, hand):
         assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_adapters_before_the_tuned_tail_are_refused():
+    with pytest.raises(ValueError, match=r"conv_pw match modules before the tuned tail.*adapter.tuned_stages"):
+        Detector(DetectorConfig(pretrained=False, image_size=32, device="cpu", adapter=AdapterConfig(target_modules=["conv_pw"])))
+    tail_only = Detector(DetectorConfig(pretrained=False, image_size=32, device="cpu",
+                                        adapter=AdapterConfig(target_modules=["blocks.6.0.conv_pw"])))
+    assert all(tail_only.split.in_tail(n.removeprefix("base_model.model.")) for n, _ in tail_only.backbone.named_modules()
+               if "lora_A" in n)
+
+
+def test_an_adapter_named_like_a_part_of_the_backbone_is_refused():
+    det = Detector(DetectorConfig(pretrained=False, image_size=32, device="cpu"))
+    for name in ("bn1", "5", "conv_head"):  # peft finds an adapter's tensors by name: these would be ambiguous
+        with pytest.raises(ValueError, match=rf"adapter name {name!r} is also the name of a part of the backbone"):
+            det.add_adapter(name)
+    det.add_adapter("expert5")
+    assert "expert5" in det.adapter_names

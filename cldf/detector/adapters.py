@@ -45,6 +45,12 @@ def build_peft_config(cfg: AdapterConfig, model: nn.Module, split: BackboneSplit
     unknown = [t for t in targets if t not in names and not any(n.endswith("." + t) for n in names)]
     if unknown:
         raise ValueError(f"adapter.target_modules not found in {type(model).__name__}: {', '.join(unknown[:8])}")
+    in_prefix = sorted({t for t in targets for n in names if (n == t or n.endswith("." + t)) and not split.in_tail(n)})
+    if in_prefix:  # the prefix runs once for every adapter (and is kept per image): it holds none
+        raise ValueError(
+            f"adapter.target_modules {', '.join(in_prefix[:8])} match modules before the tuned tail of "
+            f"{type(model).__name__} (its last adapter.tuned_stages={len(split.tail_stages)} stages); "
+            "name tail modules by their full name (e.g. blocks.11.attn.qkv) or raise adapter.tuned_stages")
     common = dict(
         target_modules=targets,
         modules_to_save=tail_norm_modules(model, split)[0] if cfg.adapt_norm else None,

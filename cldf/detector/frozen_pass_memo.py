@@ -66,6 +66,8 @@ class FrozenPassMemo:
 
     def _keep(self, owner: tuple[Hashable, ...], keys: Sequence[bytes], out: Rows) -> None:
         for j, key in enumerate(keys):
+            if (owner, key) in self._outputs:  # the same image twice in one batch
+                continue
             row = [t[j] for t in out]
             size = sum(t.numel() * t.element_size() for t in row)
             if self.used_bytes + size > self.budget_bytes:

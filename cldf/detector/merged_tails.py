@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.other import ModulesToSaveWrapper
 from torch import Tensor, nn
 
 from .split import BackboneSplit
@@ -53,9 +55,11 @@ class MergedTails:
         """Every parameter and buffer of the backbone except those of other adapters (listed
         once, until :meth:`forget`)."""
         if name not in self._owned:
-            others = set(self.backbone.peft_config) - {name}
-            named = [*self.backbone.named_parameters(), *self.backbone.named_buffers()]
-            self._owned[name] = [t for n, t in named if others.isdisjoint(n.split("."))]
+            others = adapter_members(self.backbone, set(self.backbone.peft_config) - {name})
+            excluded = {id(t) for member in others
+                        for t in ([member] if isinstance(member, Tensor) else [*member.parameters(), *member.buffers()])}
+            self._owned[name] = [t for t in [*self.backbone.parameters(), *self.backbone.buffers()]
+                                 if id(t) not in excluded]
         return self._owned[name]
 
     def _fingerprint(self, name: str) -> tuple:
@@ -68,11 +72,8 @@ class MergedTails:
     def _shared_with_copy(self, name: str) -> dict[int, object]:
         """A deep-copy memo sharing what a copy merging ``name`` never changes: the prefix, and
         the modules and tensors of every other adapter (merging drops them from the copy)."""
-        others = set(self.backbone.peft_config) - {name}
-        shared: dict[int, object] = {id(m): m for m in self._prefix_modules}
-        for named in (self.backbone.named_modules(), self.backbone.named_parameters(), self.backbone.named_buffers()):
-            shared.update((id(obj), obj) for n, obj in named if not others.isdisjoint(n.split(".")))
-        return shared
+        others = adapter_members(self.backbone, set(self.backbone.peft_config) - {name})
+        return {id(obj): obj for obj in [*self._prefix_modules, *others]}
 
     @torch.no_grad()
     def _build(self, name: str) -> BackboneSplit:
@@ -92,9 +93,31 @@ class MergedTails:
 
 
 def prefix_subtrees(model: nn.Module, tuned_stages: int) -> list[nn.Module]:
-    """The modules of ``model``'s frozen prefix that hold no part of its tail (sharing one of
-    them shares everything below it; containers that also hold tail stages are left out)."""
+    """The modules of ``model``'s frozen prefix that hold no part of its tail and are neither in
+    nor around an adapter layer (sharing one of them shares everything below it)."""
     split = BackboneSplit(model, tuned_stages)
     tail = [name for name, _ in model.named_modules() if name and split.in_tail(name)]
-    return [model.get_submodule(name) for name in split.prefix_module_names()
-            if not any(t.startswith(name + ".") for t in tail)]
+    adapted = {id(sub) for m in model.modules() if isinstance(m, (BaseTunerLayer, ModulesToSaveWrapper))
+               for sub in m.modules()}  # adapter layers and everything they wrap (merging rewrites them)
+    subtrees = []
+    for name in split.prefix_module_names():
+        module = model.get_submodule(name)
+        if not any(id(m) in adapted for m in module.modules()) and not any(t.startswith(name + ".") for t in tail):
+            subtrees.append(module)
+    return subtrees
+
+
+def adapter_members(backbone: nn.Module, names: set[str]) -> list[nn.Module | Tensor]:
+    """What holds adapters ``names`` in a peft model: their entries in each tuner layer's
+    per-adapter dictionaries and in each ``modules_to_save`` wrapper (found by structure, not by
+    module names, so no adapter name can be mistaken for a part of the backbone)."""
+    members: list[nn.Module | Tensor] = []
+    for module in backbone.modules():
+        if isinstance(module, BaseTunerLayer):
+            containers = [getattr(module, attribute) for attribute in module.adapter_layer_names]
+        elif isinstance(module, ModulesToSaveWrapper):
+            containers = [module.modules_to_save]
+        else:
+            continue
+        members += [member for container in containers for key, member in container.items() if key in names]
+    return members

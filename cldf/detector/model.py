@@ -123,6 +123,7 @@ class Detector(nn.Module):
             h = self._prefix(x)
             keys = self._prefix_cache[2]
             if isinstance(rows, Tensor):
+                rows = rows.nonzero().flatten() if rows.dtype == torch.bool else rows
                 h = h[rows.to(h.device)]
                 keys = None if keys is None else [keys[i] for i in rows.tolist()]
             elif rows is not None:
@@ -279,6 +280,9 @@ class Detector(nn.Module):
         """Add an adapter (fresh, or a copy of ``copy_from``); the active adapter is unchanged."""
         if name in self.adapter_names:
             raise ValueError(f"adapter {name!r} already exists; adapters: {', '.join(self.adapter_names)}")
+        if any(name in module_name.split(".") for module_name, _ in self.backbone.named_modules()):
+            raise ValueError(f"adapter name {name!r} is also the name of a part of the backbone (peft finds an "
+                             "adapter's tensors by name); choose another, e.g. with a letter prefix")
         if copy_from is not None:
             self._check_adapter(copy_from)
         active = self.active_adapter
