@@ -31,7 +31,7 @@ def _cli(*argv: str) -> tuple[int, str]:
 @pytest.mark.parametrize("argv, message", [
     (["run", "naive", "--set", "training.epochs_typo=2"], "training: unknown key.*epochs_typo.*allowed: batch_size"),
     (["run", "nonexistent"], "unknown recipe 'nonexistent'; shipped recipes: .*naive"),
-    (["run", "safe", "--set", "training.optimizer=adamw"], "its own SGD"),
+    (["run", "safe", "--set", "training.optimizer=adam"], "training.optimizer=.adam.; valid: adamw, sgd"),
     (["run", "naive", "--layout", "folders", "--data", "/nonexistent/data"], "data root /nonexistent/data does not exist"),
     (["run", "naive", "--stream", "benchmarks/streams/cddb_hard.yaml"], "no data root given.*--data DIR.*CLDF_DATA_ROOT"),
 ])

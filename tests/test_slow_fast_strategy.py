@@ -91,12 +91,13 @@ class _Recorder(SupervisedPlugin):
         self.lrs[-1].append(strategy.optimizer.param_groups[0]["lr"])
 
 
-def _run(train_size: int, prediction: str = "merged"):
+def _run(train_size: int, prediction: str = "merged", optimizer: str = "sgd", lr: float = LR):
     recorder = _Recorder()
     strategy = SlowFastStrategy(
         model=_detector(),
         config=SlowFastConfig(prediction=prediction, lambda_fa=5.0),
-        lr=LR,
+        lr=lr,
+        optimizer=optimizer,
         train_mb_size=16,
         first_train_epochs=3,
         train_epochs=2,
@@ -307,6 +308,18 @@ def test_the_fast_expert_decides_its_images_and_only_those(routed_run):
 def test_routed_prediction_learns_both_generators(routed_run):
     strategy, _, bench = routed_run
     assert _accuracy(strategy, bench.test_stream) >= 0.75
+
+
+def test_adamw_trains_the_adapter_of_each_phase_on_the_cosine_schedule():
+    strategy, recorder, bench = _run(32, prediction="routed", optimizer="adamw", lr=3e-3)
+    assert isinstance(strategy.optimizer, torch.optim.AdamW)
+    trained = {id(p) for p in strategy.model.trainable_parameters()}
+    assert recorder.optimised[-1] == trained and recorder.optimised[0] != trained  # the fast learner's, then
+    assert recorder.lrs[-1][0] < 3e-3 and recorder.lrs[-1][-1] == pytest.approx(0.0, abs=1e-12)
+    assert not all(torch.equal(v, recorder.fast_before[-1][k]) for k, v in
+                   strategy.model.detector.adapter_state("expert1").items())  # the fast adapter moved
+    with pytest.raises(ValueError, match="optimizer='adam'; valid: 'sgd', 'adamw'"):
+        SlowFastStrategy(model=_detector(), optimizer="adam")
 
 
 def _state_shapes(strategy: SlowFastStrategy) -> dict[str, tuple[int, ...]]:

@@ -15,10 +15,9 @@ from avalanche.training.plugins.evaluation import default_evaluator
 from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.utils import _at_task_boundary
 from torch import Tensor, nn
-from torch.optim import SGD
+from torch.optim import SGD, AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from cldf.config_io import ConfigError
 from cldf.distributed import all_reduce_sum, shard_loader, world_size
 from cldf.methods.slow_fast import SlowFastConfig, SlowFastLearners
 from cldf.avalanche.experience import experience_classes
@@ -68,8 +67,8 @@ class SlowFastStrategy(SupervisedTemplate):
     head by default; the fast head or the entropy merge of both on request), so every
     evaluator and metric sees what the detector predicts.
 
-    The optimiser (SGD, rebuilt at each experience) sees only the adapter being trained and
-    its cosine head; its learning rate follows a cosine decay over exactly the iterations of
+    The optimiser (``optimizer``: SGD with momentum, SAFE's, or AdamW; rebuilt at each
+    experience) sees only the adapter being trained and its cosine head; its learning rate follows a cosine decay over exactly the iterations of
     the experience. For online streams, use task boundaries (``access_task_boundaries=True``):
     phases switch and analytic heads are fitted once per origin experience (one extra pass
     over its data).
@@ -81,6 +80,7 @@ class SlowFastStrategy(SupervisedTemplate):
         model: Union[nn.Module, SlowFastLearners],
         config: Optional[SlowFastConfig] = None,
         lr: float = 0.01,
+        optimizer: str = "sgd",
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         first_train_epochs: Optional[int] = None,
@@ -99,10 +99,13 @@ class SlowFastStrategy(SupervisedTemplate):
                 "SlowFastStrategy needs lr > 0, momentum in [0, 1), weight_decay >= 0; "
                 f"got lr={lr}, momentum={momentum}, weight_decay={weight_decay}"
             )
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"SlowFastStrategy optimizer={optimizer!r}; valid: 'sgd', 'adamw'")
         if first_train_epochs is not None and first_train_epochs < 1:
             raise ValueError(f"SlowFastStrategy first_train_epochs={first_train_epochs} must be >= 1 (or None)")
         learners = model if isinstance(model, SlowFastLearners) else SlowFastLearners(model, config)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.optimizer_name = optimizer
         self.first_train_epochs = first_train_epochs
         self.later_train_epochs = train_epochs
         self.chosen_regularisation: list[dict[str, float]] = []
@@ -130,10 +133,11 @@ class SlowFastStrategy(SupervisedTemplate):
         return self.model.last_weights
 
     # ----------------------------------------------------------------- model and optimiser
-    def _new_optimizer(self, learners: SlowFastLearners) -> SGD:
-        return SGD(
-            learners.trainable_parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-        )
+    def _new_optimizer(self, learners: SlowFastLearners) -> Optimizer:
+        params = learners.trainable_parameters()
+        if self.optimizer_name == "adamw":
+            return AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        return SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def model_adaptation(self, model: Optional[nn.Module] = None) -> nn.Module:
         model = super().model_adaptation(model)
@@ -148,7 +152,7 @@ class SlowFastStrategy(SupervisedTemplate):
             self.make_optimizer()
 
     def make_optimizer(self, **kwargs: Any) -> None:
-        """SGD over the adapter being trained + its cosine head, with a cosine decay to 0."""
+        """The optimiser over the adapter being trained + its cosine head, with a cosine decay to 0."""
         self.optimizer = self._new_optimizer(self.model)
         total = self._planned_iterations()
         self.scheduler = LambdaLR(
@@ -234,9 +238,7 @@ class SlowFastStrategy(SupervisedTemplate):
 
 def make_strategy(recipe: Any, model: SlowFastLearners, plugins: list, common: dict) -> SlowFastStrategy:
     """The strategy for a recipe with a ``slow_fast`` section (``common``: the shared template
-    arguments); it trains with its own SGD and cosine schedule."""
+    arguments); it trains with its own cosine schedule."""
     t = recipe.training
-    if t.optimizer != "sgd":
-        raise ConfigError(f"strategy {recipe.strategy!r} trains with its own SGD + cosine schedule; set training.optimizer: sgd")
-    return SlowFastStrategy(model=model, config=recipe.methods["slow_fast"], lr=t.lr, momentum=t.momentum,
-                            weight_decay=t.weight_decay, plugins=plugins, **common)
+    return SlowFastStrategy(model=model, config=recipe.methods["slow_fast"], lr=t.lr, optimizer=t.optimizer,
+                            momentum=t.momentum, weight_decay=t.weight_decay, plugins=plugins, **common)
