@@ -17,10 +17,10 @@ import yaml
 from .config_io import ConfigError, apply_overrides, from_mapping
 from .detector import DetectorConfig
 from .methods.registry import METHODS
+from .optimizers import OPTIMIZERS
 from .resources import RECIPES_DIR, shipped_names
 from .speed import CHANNELS_LAST_CHOICES, PRECISIONS
 
-OPTIMIZERS = ("adamw", "sgd")
 NONFINITE_LOSS_POLICIES = ("error", "skip")
 
 

@@ -20,6 +20,7 @@ from cldf.avalanche.frozen_pass_memo import FrozenPassMemoPlugin
 from cldf.avalanche.loss_scaling import LossScaling
 from cldf.detector import Detector
 from cldf.methods.registry import METHODS
+from cldf.optimizers import new_optimizer
 from cldf.recipes import STRATEGIES, Recipe, TrainingConfig
 from cldf.speed import resolve_speed
 from cldf.state_size import dataset_bytes
@@ -28,9 +29,7 @@ from cldf.state_size import dataset_bytes
 def make_optimizer(training: TrainingConfig, model: nn.Module) -> torch.optim.Optimizer:
     """The shared optimiser over the model's trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if training.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay)
-    return torch.optim.AdamW(params, lr=training.lr, weight_decay=training.weight_decay)
+    return new_optimizer(training.optimizer, params, training.lr, training.momentum, training.weight_decay)
 
 
 def wraps_detector(recipe: Recipe) -> bool:

@@ -30,6 +30,7 @@ class MergedTails:
         self._tails: dict[str, tuple[tuple, BackboneSplit]] = {}
         self._owned: dict[str, list[Tensor]] = {}
         self._prefix_modules = prefix_subtrees(backbone.get_base_model(), tuned_stages)
+        self._prefix_ids = {id(sub) for m in self._prefix_modules for sub in m.modules()}
 
     def split(self, name: str) -> BackboneSplit:
         """The split of ``name``'s backbone copy with its weights merged (rebuilt if anything
@@ -83,9 +84,8 @@ class MergedTails:
         plain = clone.merge_and_unload(adapter_names=[name])
         for tensor, flag in trainable:
             tensor.requires_grad_(flag)
-        shared = {id(sub) for m in self._prefix_modules for sub in m.modules()}
         for module in plain.modules():  # the copied modules only; the shared prefix is left as it is
-            if id(module) not in shared:
+            if id(module) not in self._prefix_ids:
                 module.training = False
                 for tensor in module.parameters(recurse=False):
                     tensor.requires_grad_(False)

@@ -15,10 +15,11 @@ from avalanche.training.plugins.evaluation import default_evaluator
 from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.utils import _at_task_boundary
 from torch import Tensor, nn
-from torch.optim import SGD, AdamW, Optimizer
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from cldf.distributed import all_reduce_sum, shard_loader, world_size
+from cldf.optimizers import new_optimizer
 from cldf.methods.slow_fast import SlowFastConfig, SlowFastLearners
 from cldf.avalanche.experience import experience_classes
 from cldf.avalanche.experience_pass import ExperiencePass
@@ -68,8 +69,8 @@ class SlowFastStrategy(SupervisedTemplate):
     evaluator and metric sees what the detector predicts.
 
     The optimiser (``optimizer``: SGD with momentum, SAFE's, or AdamW; rebuilt at each
-    experience) sees only the adapter being trained and its cosine head; its learning rate follows a cosine decay over exactly the iterations of
-    the experience. For online streams, use task boundaries (``access_task_boundaries=True``):
+    experience) sees only the adapter being trained and its cosine head; its learning rate
+    follows a cosine decay over exactly the iterations of the experience. For online streams, use task boundaries (``access_task_boundaries=True``):
     phases switch and analytic heads are fitted once per origin experience (one extra pass
     over its data).
     """
@@ -99,8 +100,6 @@ class SlowFastStrategy(SupervisedTemplate):
                 "SlowFastStrategy needs lr > 0, momentum in [0, 1), weight_decay >= 0; "
                 f"got lr={lr}, momentum={momentum}, weight_decay={weight_decay}"
             )
-        if optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"SlowFastStrategy optimizer={optimizer!r}; valid: 'sgd', 'adamw'")
         if first_train_epochs is not None and first_train_epochs < 1:
             raise ValueError(f"SlowFastStrategy first_train_epochs={first_train_epochs} must be >= 1 (or None)")
         learners = model if isinstance(model, SlowFastLearners) else SlowFastLearners(model, config)
@@ -134,10 +133,8 @@ class SlowFastStrategy(SupervisedTemplate):
 
     # ----------------------------------------------------------------- model and optimiser
     def _new_optimizer(self, learners: SlowFastLearners) -> Optimizer:
-        params = learners.trainable_parameters()
-        if self.optimizer_name == "adamw":
-            return AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        return SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return new_optimizer(self.optimizer_name, learners.trainable_parameters(), self.lr, self.momentum,
+                             self.weight_decay)
 
     def model_adaptation(self, model: Optional[nn.Module] = None) -> nn.Module:
         model = super().model_adaptation(model)
