@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cldf.config_io import apply_overrides
@@ -31,7 +30,7 @@ from cldf.resources import EMBEDDED_STREAM
 from cldf.run.runner import run
 from cldf.streams import build_stream, load_stream_spec
 from cldf.streams.embedded import FORGERY_FAMILIES
-from cldf.streams.embedded.families import fingerprint_pattern
+from cldf.streams.embedded.families import Fingerprint
 
 VARIANTS = {"frozen": ("frozen", []), "slow": ("cldf", ["slow_fast.prediction=slow"]),
             "routed": ("cldf", ["slow_fast.prediction=routed"]), "naive": ("naive", [])}
@@ -39,11 +38,8 @@ VARIANTS = {"frozen": ("frozen", []), "slow": ("cldf", ["slow_fast.prediction=sl
 
 def register_faint_fingerprint(low: float, high: float) -> str:
     """Add the ``fingerprint`` family's pattern at ``low``-``high`` grey levels as a family; its name."""
-    def faint(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return image + rng.uniform(low, high) * fingerprint_pattern(*image.shape[:2])
-
     name = f"fingerprint_{low:g}-{high:g}"
-    FORGERY_FAMILIES[name] = faint
+    FORGERY_FAMILIES[name] = Fingerprint(low, high)
     return name
 
 

@@ -227,13 +227,22 @@ def fingerprint_pattern(height: int, width: int) -> np.ndarray:
     return band / band.std()
 
 
-def fingerprint(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+class Fingerprint:
     """GAN fingerprints: every image of one generator carries the same faint residual, left by
     its fixed weights (Marra et al. 2019; Yu et al. 2019). Modelled as one fixed band-pass
-    pattern (:func:`fingerprint_pattern`) added at 3-5 grey levels (standard deviation): hard to
-    see, and weak in a frozen network's pooled statistics."""
-    height, width = image.shape[:2]
-    return image + rng.uniform(3.0, 5.0) * fingerprint_pattern(height, width)
+    pattern (:func:`fingerprint_pattern`) added at ``low``-``high`` grey levels (standard
+    deviation, drawn per image): hard to see, and weak in a frozen network's pooled statistics."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def __call__(self, image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        height, width = image.shape[:2]
+        return image + rng.uniform(self.low, self.high) * fingerprint_pattern(height, width)
+
+
+fingerprint = Fingerprint(3.0, 5.0)  # the stream's ``fingerprint`` family
+
 
 FORGERY_FAMILIES: dict[str, ForgeryFn] = {
     "gan_upsample": gan_upsample,
