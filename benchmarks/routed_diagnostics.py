@@ -56,6 +56,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="extra cldf recipe settings")
     parser.add_argument("--fingerprint-levels", metavar="LOW,HIGH", help="the plasticity probe's stream instead")
+    parser.add_argument("--validation-photos", choices=["shared", "held_out"], default="shared",
+                        help="validation images from the training photos (the stream's default) or from "
+                             "held-out photos (as benchmarks/tune_on_validation.py validates)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     stream, size = ["n_per_class={train: 100, val: 30, test: 50}"], []
@@ -63,6 +66,7 @@ def main(argv: list[str]) -> int:
         family = register_faint_fingerprint(*map(float, args.fingerprint_levels.split(",")))
         stream = [f"experiences=[gan_upsample,{family}]", "image_size=48", "n_per_class={train: 400, val: 64, test: 4}"]
         size = ["detector.image_size=48", "training.batch_size=16"]
+    stream.append(f"validation_photos={args.validation_photos}")
     spec = load_stream_spec(EMBEDDED_STREAM, overrides=apply_overrides({}, stream))
     recipe = load_recipe("cldf", ["slow_fast.prediction=routed", *size, *args.set])
     parts = assemble(recipe, build_stream(spec), seed=args.seed, plugins=(), progress=False)

@@ -11,25 +11,15 @@ from cldf.methods.slow_fast.discriminant_head import NO_DATA_LOGIT
 from cldf.methods.slow_fast.drift import AffineDrift
 
 
-def _numpy_correlation(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Standard deviations and correlation of the pooled within-class covariance."""
+def _numpy_lda_logits(x: np.ndarray, y: np.ndarray, query: np.ndarray, shrinkage: float) -> np.ndarray:
+    """z_c = μ_cᵀΣ⁻¹q − ½μ_cᵀΣ⁻¹μ_c + log π_c, Σ = D((1−α)R + αI)D from the pooled within-class covariance."""
     classes = np.unique(y)
     means = np.stack([x[y == c].mean(0) for c in classes])
     centred = x - means[np.searchsorted(classes, y)]
     within = centred.T @ centred / len(x)
     scale = np.sqrt(np.diag(within))
-    return scale, within / np.outer(scale, scale)
-
-
-def _numpy_lda_logits(x: np.ndarray, y: np.ndarray, query: np.ndarray, shrinkage: float,
-                      target: np.ndarray | None = None) -> np.ndarray:
-    """z_c = μ_cᵀΣ⁻¹q − ½μ_cᵀΣ⁻¹μ_c + log π_c, Σ = D((1−α)R + αT)D from the pooled within-class
-    covariance (T the identity unless given)."""
-    classes = np.unique(y)
-    means = np.stack([x[y == c].mean(0) for c in classes])
-    scale, corr = _numpy_correlation(x, y)
-    target = np.eye(len(corr)) if target is None else target
-    sigma = np.outer(scale, scale) * ((1 - shrinkage) * corr + shrinkage * target)
+    corr = within / np.outer(scale, scale)
+    sigma = np.outer(scale, scale) * ((1 - shrinkage) * corr + shrinkage * np.eye(len(corr)))
     directions = np.linalg.solve(sigma, means.T)
     priors = np.array([(y == c).mean() for c in classes])
     return query @ directions - 0.5 * np.einsum("cd,dc->c", means, directions) + np.log(priors)
@@ -69,31 +59,6 @@ def test_streamed_statistics_give_the_numpy_closed_form_over_all_data():
     expected = _numpy_lda_logits(x.double().numpy(), y.numpy(), x.double().numpy(), 0.3)
     np.testing.assert_allclose(head(x).log_softmax(1).double().numpy(), _log_softmax(expected), rtol=1e-4, atol=1e-4)
     assert int(head.class_counts.sum()) == 90
-
-
-def test_shrinking_towards_another_heads_correlation_gives_the_numpy_closed_form():
-    """An expert fitted on little data borrows the correlation of a head that saw more."""
-    x, y = _data(300, 6, 2, seed=3)
-    rich = DiscriminantHead(6, shrinkage=0.3, num_classes=2)
-    rich.begin_experience()
-    rich.accumulate(x, y)
-    rich.finish_experience()
-    _, corr = _numpy_correlation(x.double().numpy(), y.numpy())
-    prior = rich.shrunk_correlation()
-    np.testing.assert_allclose(prior.numpy(), 0.7 * corr + 0.3 * np.eye(6), rtol=1e-8, atol=1e-10)
-    few = slice(0, 20)
-    head = DiscriminantHead(6, shrinkage=0.6, num_classes=2)
-    head.begin_experience()
-    head.accumulate(x[few], y[few])
-    head.finish_experience(target=prior)
-    expected = _numpy_lda_logits(x[few].double().numpy(), y[few].numpy(), x.double().numpy(), 0.6, prior.numpy())
-    np.testing.assert_allclose(head(x).log_softmax(1).double().numpy(), _log_softmax(expected), rtol=1e-4, atol=1e-4)
-    identity = head.solve()  # no target: the identity, as before
-    assert not torch.allclose(identity[0], head.weight, atol=1e-3)
-    with pytest.raises(ValueError, match=r"target correlation of shape \(5, 5\), expected \(6, 6\)"):
-        head.solve(torch.eye(5, dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="no sample seen"):
-        DiscriminantHead(6).shrunk_correlation()
 
 
 def test_with_known_gaussians_its_posterior_is_bayes_rule():

@@ -310,13 +310,6 @@ def test_stage_statistics_input_gives_every_stage_unit_rms_whatever_its_scale():
 
 
 # ----------------------------------------------------------------------------- routed experts
-def test_expert_prior_and_shrinkage_are_checked():
-    with pytest.raises(ValueError, match="expert_prior='pooled'; valid: slow, identity"):
-        SlowFastConfig(expert_prior="pooled")
-    with pytest.raises(ValueError, match=r"expert_shrinkage=0.0 must be in \(0, 1\]"):
-        SlowFastConfig(expert_shrinkage=0.0)
-
-
 def test_routed_prediction_needs_the_discriminant_and_no_drift_compensation():
     with pytest.raises(ValueError, match="routed.*analytic_head='ridge'"):
         SlowFastConfig(prediction="routed", analytic_head="ridge")

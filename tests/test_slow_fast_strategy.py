@@ -264,20 +264,6 @@ def test_each_experience_leaves_a_frozen_expert_with_its_own_classes(routed_run)
     assert model.fast_analytic is None  # the routed prediction keeps no fast analytic head
 
 
-def test_the_experts_discriminant_is_its_experience_shrunk_towards_the_slow_heads_correlation(routed_run):
-    strategy, _, bench = routed_run
-    model = strategy.model.eval()
-    head = DiscriminantHead(model.slow_analytic.gram.shape[0], model.config.expert_shrinkage, model.num_classes)
-    head.begin_experience()
-    with torch.no_grad():
-        for x, y, *_ in torch.utils.data.DataLoader(bench.train_stream[1].dataset.eval(), batch_size=16):
-            head.accumulate(_analytic_inputs(model, x, ["expert1"])["expert1"], y)
-    head.finish_experience(target=model.slow_analytic.shrunk_correlation())
-    assert torch.allclose(model.experts.weight[1], head.weight, rtol=1e-3, atol=1e-4)
-    assert torch.allclose(model.experts.bias[1], head.bias, rtol=1e-4, atol=1e-3)
-    assert not torch.allclose(model.experts.weight[1], head.solve()[0], rtol=1e-3, atol=1e-4)  # not the identity's
-
-
 def test_routed_prediction_is_the_two_level_mixture_computed_by_hand(routed_run):
     strategy, _, bench = routed_run
     model = strategy.model.eval()

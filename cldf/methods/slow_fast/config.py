@@ -9,7 +9,6 @@ PREDICTIONS = ("merged", "fast", "slow", "routed")
 ANALYTIC_INPUTS = ("pooled", "stage_statistics")
 ANALYTIC_HEADS = ("discriminant", "ridge")
 DRIFT_COMPENSATIONS = ("none", "affine")
-EXPERT_PRIORS = ("slow", "identity")
 
 
 @dataclass
@@ -29,10 +28,6 @@ class SlowFastConfig:
     ``"fast"``, or ``"routed"`` (cldf: each experience's fast adapter kept as a frozen expert with
     a discriminant of that experience's exact statistics, the slow head routing each image to one
     expert: :mod:`~cldf.methods.slow_fast.experts`; discriminant heads only).
-    ``expert_prior``, ``expert_shrinkage`` (routed prediction): each expert's correlation
-    matrix, estimated from one experience, is shrunk by ``expert_shrinkage`` towards the slow
-    head's shrunk correlation (``"slow"``, the default: every experience's statistics, over the
-    features the fast adapter was aligned to) or towards the identity (``"identity"``).
     ``drift_compensation``: ``"affine"`` carries the fast head's statistics of earlier
     experiences into the fast adapter's current feature space at the end of each experience
     (a per-dimension affine map fitted on the experience's images through the adapter before and
@@ -56,8 +51,6 @@ class SlowFastConfig:
     analytic_input: str = "stage_statistics"
     analytic_head: str = "discriminant"
     shrinkage: float = 0.3
-    expert_prior: str = "slow"
-    expert_shrinkage: float = 0.6
     drift_compensation: str = "none"
     cosine_scale_init: float = 10.0
     projection_dim: int = 2048
@@ -73,7 +66,7 @@ class SlowFastConfig:
                 raise ValueError(f"SlowFastConfig.{name}={value!r} must be a number >= 0")
         for name, choices in (("transfer_form", TRANSFER_FORMS), ("prediction", PREDICTIONS),
                               ("analytic_input", ANALYTIC_INPUTS), ("analytic_head", ANALYTIC_HEADS),
-                              ("drift_compensation", DRIFT_COMPENSATIONS), ("expert_prior", EXPERT_PRIORS)):
+                              ("drift_compensation", DRIFT_COMPENSATIONS)):
             value = getattr(self, name)
             if value not in choices:
                 raise ValueError(f"SlowFastConfig.{name}={value!r}; valid: {', '.join(choices)}")
@@ -89,10 +82,8 @@ class SlowFastConfig:
                 "solved linear discriminant) and drift_compensation='none' (experts never drift); got "
                 f"analytic_head={self.analytic_head!r}, drift_compensation={self.drift_compensation!r}"
             )
-        for name in ("shrinkage", "expert_shrinkage"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
-                raise ValueError(f"SlowFastConfig.{name}={value!r} must be in (0, 1]")
+        if not 0.0 < self.shrinkage <= 1.0:
+            raise ValueError(f"SlowFastConfig.shrinkage={self.shrinkage!r} must be in (0, 1]")
         if not self.cosine_scale_init > 0.0:
             raise ValueError(f"SlowFastConfig.cosine_scale_init={self.cosine_scale_init!r} must be > 0")
         if not isinstance(self.projection_dim, int) or self.projection_dim < 1:

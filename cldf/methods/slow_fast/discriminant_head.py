@@ -3,8 +3,8 @@
 The head keeps, in float64, the summed second moment G = Σ xxᵀ (d x d), the per-class sums
 s_c = Σ_{x in c} x and counts n_c; nothing grows with the number of samples seen. Solving:
 μ_c = s_c / n_c, pooled within-class covariance S = (G − Σ_c n_c μ_c μ_cᵀ) / N, its correlation
-matrix R = D⁻¹ S D⁻¹ (D = diag(S)^½) shrunk towards a target correlation T, the identity unless
-given, R_α = (1 − α) R + α T (α = ``shrinkage``), Σ = D R_α D. Logits are the Gaussian log-posteriors up to a constant,
+matrix R = D⁻¹ S D⁻¹ (D = diag(S)^½) shrunk towards the identity, R_α = (1 − α) R + α I
+(α = ``shrinkage``), Σ = D R_α D. Logits are the Gaussian log-posteriors up to a constant,
 z_c = w_cᵀ (x − m) − ½ (μ_c − m)ᵀ w_c + log(n_c / N) with w_c = Σ⁻¹ (μ_c − m) and m the mean
 of all samples (centring keeps the float32 logits exact: uncentred, the two terms are large and
 nearly cancel); a class without data gets :data:`NO_DATA_LOGIT`. With frozen features the
@@ -93,11 +93,9 @@ class DiscriminantHead(nn.Module):
         sums.index_add_(0, targets.long(), x)
         counts += torch.bincount(targets.long(), minlength=self.num_classes).double()
 
-    def finish_experience(self, reduce: Optional[Callable[[Tensor], Tensor]] = None,
-                          target: Optional[Tensor] = None) -> float:
+    def finish_experience(self, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> float:
         """Merge the experience's sums (first mapped by ``reduce``, e.g. an all-reduce over
-        processes) and solve the discriminant (shrunk towards ``target``: see :meth:`solve`).
-        Returns the shrinkage used."""
+        processes) and solve the discriminant. Returns the shrinkage used."""
         if self._pending is None:
             raise RuntimeError("DiscriminantHead.finish_experience called before begin_experience()")
         pending, self._pending = self._pending, None
@@ -105,7 +103,7 @@ class DiscriminantHead(nn.Module):
         self.gram += gram
         self.class_sums += sums
         self.class_counts += counts
-        self.weight, self.bias, self.center = self.solve(target)
+        self.weight, self.bias, self.center = self.solve()
         return self.shrinkage
 
     def shift_statistics(self, scale: Tensor, offset: Tensor) -> None:
@@ -121,51 +119,28 @@ class DiscriminantHead(nn.Module):
         self.class_sums = self.class_sums * scale + self.class_counts[:, None] * offset
         self.weight, self.bias, self.center = self.solve()
 
-    def _moments(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Of the classes with data: their mask, counts, means, the mean of all samples and the
-        pooled within-class covariance (float64)."""
+    def solve(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(weight K x d, bias K, centre d) of the current statistics, float32."""
         seen = self.class_counts > 0
-        counts = self.class_counts[seen]
-        means = self.class_sums[seen] / counts[:, None]
-        center = (counts @ means) / counts.sum()
-        within = (self.gram - (means.T * counts) @ means) / counts.sum()
-        return seen, counts, means, center, within
-
-    def shrunk_correlation(self) -> Tensor:
-        """R_α of the current statistics (d x d, float64, positive definite): the target another
-        head over the same features can be shrunk towards. Needs data."""
-        if not self.is_fitted:
-            raise RuntimeError("DiscriminantHead.shrunk_correlation needs statistics (no sample seen yet)")
-        return self._shrink(self._moments()[-1], None)[1]
-
-    def _shrink(self, within: Tensor, target: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        """(D, R_α) of a covariance: its standard deviations and its correlation shrunk towards
-        ``target`` (the identity when ``None``)."""
-        scale = within.diagonal().clamp_min(_MIN_VARIANCE).sqrt()
-        correlation = within / scale[:, None] / scale[None, :]
-        if target is None:
-            target = torch.eye(len(scale), dtype=torch.float64, device=scale.device)
-        elif target.shape != correlation.shape:
-            raise ValueError(f"DiscriminantHead: target correlation of shape {tuple(target.shape)}, "
-                             f"expected {tuple(correlation.shape)}")
-        return scale, (1.0 - self.shrinkage) * correlation + self.shrinkage * target.to(correlation)
-
-    def solve(self, target: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
-        """(weight K x d, bias K, centre d) of the current statistics, float32, the correlation
-        shrunk towards ``target`` (a positive definite correlation matrix over the same features,
-        e.g. another head's :meth:`shrunk_correlation`; the identity when ``None``)."""
         weight = torch.zeros_like(self.weight)
         bias = torch.full_like(self.bias, NO_DATA_LOGIT)
-        if not self.is_fitted:
+        if not bool(seen.any()):
             return weight, bias, torch.zeros_like(self.center)
-        seen, counts, means, center, within = self._moments()
+        counts = self.class_counts[seen]
+        total = counts.sum()
+        means = self.class_sums[seen] / counts[:, None]
+        center = (counts @ means) / total
+        within = (self.gram - (means.T * counts) @ means) / total
         means = means - center
-        scale, shrunk = self._shrink(within, target)
+        scale = within.diagonal().clamp_min(_MIN_VARIANCE).sqrt()
+        correlation = within / scale[:, None] / scale[None, :]
+        eye = torch.eye(len(scale), dtype=torch.float64, device=scale.device)
+        shrunk = (1.0 - self.shrinkage) * correlation + self.shrinkage * eye
         # Σ⁻¹ (μ − m)ᵀ = D⁻¹ R_α⁻¹ D⁻¹ (μ − m)ᵀ, R_α positive definite for shrinkage > 0
         factor = torch.linalg.cholesky(shrunk)
         directions = torch.cholesky_solve((means / scale).T, factor) / scale[:, None]
         weight[seen] = directions.T.float()
-        bias[seen] = (-0.5 * (means * directions.T).sum(1) + (counts / counts.sum()).log()).float()
+        bias[seen] = (-0.5 * (means * directions.T).sum(1) + (counts / total).log()).float()
         return weight, bias, center.float()
 
     def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:

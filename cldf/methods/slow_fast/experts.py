@@ -3,11 +3,8 @@
 At the end of each experience the fast adapter, as trained on it (after EMA and NAPA-VQ have
 shaped it), is kept as a frozen *expert* with a discriminant solved from that experience's
 statistics alone, in that expert's own feature space: exact, never summed across feature
-spaces that later drifted (the fault of SAFE's fast head). One experience gives few samples for
-a correlation matrix over thousands of features, so it is shrunk towards the slow head's (every
-experience's samples; the fast adapter starts from the slow one and is aligned to its
-features), not only towards the identity (``SlowFastConfig.expert_prior``). The first
-experience's expert is the slow adapter itself.
+spaces that later drifted (the fault of SAFE's fast head). The first experience's expert is the
+slow adapter itself.
 
 Prediction is a two-level mixture. The slow learner's head, fitted on every experience, gives
 class posteriors p_S(c | x); the mass each expert's classes C_e receive, m_e = Σ_{c∈C_e} p_S(c | x),

@@ -275,7 +275,7 @@ class SlowFastLearners(nn.Module):
         see :meth:`RidgeHead.begin_experience`)."""
         self.slow_analytic.begin_experience(first_position)
         if self.experts is not None:
-            self._expert_head = DiscriminantHead(self.slow_analytic.gram.shape[0], self.config.expert_shrinkage,
+            self._expert_head = DiscriminantHead(self.slow_analytic.gram.shape[0], self.config.shrinkage,
                                                  self.num_classes).to(self.detector.device)
             self._expert_head.begin_experience(first_position)
         elif self._fast_statistics():
@@ -317,8 +317,7 @@ class SlowFastLearners(nn.Module):
             self._drift = None
             self.detector.delete_adapter(PREVIOUS_FAST)
         if self._expert_head is not None:
-            prior = self.slow_analytic.shrunk_correlation() if self.config.expert_prior == "slow" else None
-            chosen[FAST] = self._expert_head.finish_experience(reduce, target=prior)
+            chosen[FAST] = self._expert_head.finish_experience(reduce)
             self._keep_expert()
         elif self._fast_statistics():
             chosen[FAST] = self.fast_analytic.finish_experience(reduce)
