@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from tune_on_validation import candidate_recipe, score_candidate
+from tune_on_validation import candidate_recipe, mean_std, parse_args, score_candidate
 
 HERE = Path(__file__).resolve().parent
 STREAM = HERE / "streams" / "ffpp_crops.yaml"
@@ -59,18 +59,15 @@ def cache_file(args: argparse.Namespace, split: int, on: str, candidate: str) ->
 def _score(job: tuple[argparse.Namespace, int, str, str]) -> None:
     """One training run scored on one split's val or test videos; its figures go to the cache."""
     args, split, on, candidate = job
-    run_args = argparse.Namespace(recipe=args.recipe, set=args.set, stream=STREAM, stream_set=[],
-                                  data=args.data_root / f"ffpp_split{split}", on=on)
+    run_args = parse_args(["--recipe", args.recipe, *(f"--set={s}" for s in args.set), "--stream", str(STREAM),
+                           "--data", str(args.data_root / f"ffpp_split{split}"), "--on", on,
+                           f"--candidate={candidate}", "--out", os.devnull])
     _, _, auc, forgetting, seconds = score_candidate((run_args, candidate, split))
     target = cache_file(args, split, on, candidate)
     partial = target.with_suffix(".part")
     partial.write_text(json.dumps({"split": split, "on": on, "candidate": candidate, "avg_auc": auc,
                                    "forgetting": forgetting, "seconds": seconds}))
     os.replace(partial, target)
-
-
-def mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
 def table(args: argparse.Namespace, auc: dict[tuple[int, str, str], float]) -> list[str]:

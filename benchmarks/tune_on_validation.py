@@ -78,11 +78,12 @@ def score_candidate(job: tuple[argparse.Namespace, str, int]) -> tuple[str, int,
     return candidate, seed, m["avg_auc"], m["forgetting_auc"], time.perf_counter() - start
 
 
-def _mean_std(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """This script's arguments (``sys.argv`` when ``argv`` is ``None``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", required=True)
     parser.add_argument("--candidate", action="append", required=True,
@@ -96,7 +97,11 @@ def main() -> int:
     parser.add_argument("--on", choices=("val", "test"), default="val",
                         help="the splits scored: validation (choosing), or test (the final table, once)")
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
 
     for candidate in args.candidate:  # every setting valid before anything runs
         candidate_recipe(args, candidate)
@@ -107,8 +112,8 @@ def main() -> int:
     for candidate in args.candidate:
         mine = [d for d in done if d[0] == candidate]
         aucs = [d[2] for d in mine]
-        rows.append((candidate or "(recipe defaults)", float(np.mean(aucs)), _mean_std(aucs),
-                     _mean_std([d[3] for d in mine]), sum(d[4] for d in mine)))
+        rows.append((candidate or "(recipe defaults)", float(np.mean(aucs)), mean_std(aucs),
+                     mean_std([d[3] for d in mine]), sum(d[4] for d in mine)))
     best = max(rows, key=lambda r: r[1])
     seeds = " ".join(str(s) for s in args.seeds)
     title = "on the validation splits" if args.on == "val" else "on the test splits"
