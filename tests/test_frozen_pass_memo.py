@@ -73,3 +73,22 @@ def test_a_run_keeps_nothing_after_each_experience_and_learns_the_same(tmp_path)
             assert memos[1].hits["slow"] >= 2 * memos[1].misses["slow"] > 0
         aucs.append(parts.metric.matrix("auc"))
     assert np.allclose(aucs[0], aucs[1], atol=0.02)
+
+
+def test_napa_vq_does_not_cache_a_snapshot_the_memo_already_keeps():
+    from cldf.detector import DetectorAdapterSnapshot
+    from cldf.methods.napa_vq import CachedPreviousFeatures
+
+    det = detector()
+    previous = DetectorAdapterSnapshot(det, name="napa_prev")
+    previous.snapshot()
+    cache = CachedPreviousFeatures(previous, max_bytes=2**20)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        memo = det.start_frozen_pass_memo(64)
+        kept, again = cache(x), cache(x.clone())
+        det.drop_frozen_pass_memo()
+        assert cache._bytes == 0 and (memo.misses["napa_prev"], memo.hits["napa_prev"]) == (4, 4)
+        plain = cache(x.clone())  # no memo: the cache keeps them
+    assert cache._bytes > 0 and cache.misses == 4
+    assert torch.allclose(kept, plain, atol=1e-5) and torch.allclose(again, plain, atol=1e-5)

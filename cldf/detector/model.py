@@ -192,6 +192,12 @@ class Detector(nn.Module):
         self._prefix_cache = None
         return self._memo
 
+    @property
+    def frozen_passes_memoized(self) -> bool:
+        """Whether frozen passes are being kept per image (between :meth:`start_frozen_pass_memo`
+        with a budget and :meth:`drop_frozen_pass_memo`)."""
+        return self._memo is not None
+
     def drop_frozen_pass_memo(self) -> None:
         """Forget every kept output."""
         self._memo = None

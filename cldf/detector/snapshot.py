@@ -29,6 +29,12 @@ class DetectorAdapterSnapshot:
     def ready(self) -> bool:
         return self.name in self.det.adapter_names
 
+    @property
+    def memoized(self) -> bool:
+        """Whether the detector already keeps this snapshot's outputs per image (its frozen-pass
+        memo): a cache in front of it would hold them twice."""
+        return self.det.frozen_passes_memoized
+
     def snapshot(self) -> None:
         source = self.adapter or self.det.active_adapter
         if source == self.name:

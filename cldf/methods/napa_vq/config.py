@@ -37,7 +37,8 @@ class NAPAVQConfig:
         kd_cache_mb: (cldf) memory for previous-model features cached during an experience
             (:class:`~cldf.methods.napa_vq.previous.CachedPreviousFeatures`): the previous model is
             frozen, so an input seen again (a later epoch, no random augmentation) is not passed
-            through it again. The same loss, exactly; 0 turns the cache off.
+            through it again. The same loss, exactly; 0 turns the cache off. Not used while the
+            detector's frozen-pass memo (``training.frozen_pass_memo_mb``) keeps those outputs.
         faiss_threshold: above this many code vectors the top-k search uses faiss.
         use_rotations: feed each image also at 90/180/270 degrees with labels 4y + r.
         prediction: "head" keeps the model's logits; "nearest_cv" predicts with the

@@ -108,7 +108,9 @@ class CachedPreviousFeatures:
     At most ``max_bytes`` of features are kept; :meth:`clear` drops them (at each snapshot, i.e.
     the end of an experience, and on loading state: nothing per image outlives an experience or
     enters a checkpoint). Only batches on the CPU are cached: hashing needs the bytes on the host,
-    a copy and a synchronisation per step that an accelerator's pass does not need.
+    a copy and a synchronisation per step that an accelerator's pass does not need. Nor are
+    those of a ``previous`` whose ``memoized`` is true (a detector adapter snapshot while the
+    detector's frozen-pass memo keeps its outputs).
     """
 
     def __init__(self, previous: PreviousFeatures, max_bytes: int) -> None:
@@ -131,7 +133,7 @@ class CachedPreviousFeatures:
         self._bytes = 0
 
     def __call__(self, x: Tensor, rows: Optional[int] = None) -> Tensor:
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or getattr(self.previous, "memoized", False):
             return self.previous(x, rows=rows)
         keys = sample_keys(x if rows is None else x[:rows])
         if all(k in self._features for k in keys):
