@@ -8,12 +8,13 @@ from cldf.methods.napa_vq.codebook import (
     CodeBook, distance_logits, distances, nearest_code_vectors, refresh_age_prune,
     squared_distances, symmetrise,
 )
+from cldf.digests import sample_keys
 from cldf.methods.entry import MethodEntry
 from cldf.methods.napa_vq.config import NAPAVQConfig
 from cldf.methods.napa_vq.learner import NAPAVQ
 from cldf.methods.napa_vq.losses import distance_cross_entropy, feature_distillation, separation_loss
 from cldf.methods.napa_vq.previous import (
-    CachedPreviousFeatures, FrozenModelCopy, PreviousFeatures, read_last_features, sample_keys,
+    CachedPreviousFeatures, FrozenModelCopy, PreviousFeatures, read_last_features,
 )
 from cldf.methods.napa_vq.prototypes import FeatureSums, PrototypeStore, sample_pseudo_features
 

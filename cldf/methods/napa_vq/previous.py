@@ -13,11 +13,12 @@ Two implementations, and a cache in front of either, of one small interface (``s
 from __future__ import annotations
 
 import copy
-import hashlib
 from typing import Callable, Optional, Protocol
 
 import torch
 from torch import Tensor, nn
+
+from cldf.digests import sample_keys
 
 
 class PreviousFeatures(Protocol):
@@ -88,14 +89,6 @@ class FrozenModelCopy:
             return
         self.snapshot()
         self.copy.load_state_dict(state)
-
-
-def sample_keys(x: Tensor) -> list[bytes]:
-    """A 128-bit BLAKE2b digest of each sample's bytes (dtype and shape included)."""
-    x = x.detach().cpu().contiguous()
-    header = f"{x.dtype}{tuple(x.shape[1:])}".encode()
-    rows = x.reshape(len(x), -1).view(torch.uint8).numpy()
-    return [hashlib.blake2b(header + row.tobytes(), digest_size=16).digest() for row in rows]
 
 
 class CachedPreviousFeatures:
